@@ -1,0 +1,52 @@
+"""The ``lisa`` command: a small table from verbs to the ``main(argv)`` of each command package."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb -> (module, function, one-line help). Modules are imported lazily so `lisa --help` is fast.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "chat": ("lisa.chat.cli", "main", "chat with a LISA model (interactive or one-shot)"),
+    "make-tiny": ("lisa.checkpoint.tiny", "main", "write a tiny random checkpoint in the LISA layout"),
+    "data": ("lisa.data.cli", "main", "dataset tools: check, convert-refs, synth"),
+    "train": ("lisa.train.cli", "main", "train with LoRA through DeepSpeed"),
+    "eval": ("lisa.evaluation.cli", "main", "gIoU / cIoU evaluation"),
+    "export": ("lisa.export.cli", "main", "DeepSpeed run -> merged model folder"),
+    "app": ("lisa.app.cli", "main", "gradio web demo"),
+    "serve": ("lisa.serve.cli", "main", "HTTP API (FastAPI)"),
+    "demo": ("lisa.demo.cli", "main", "train and run the embedded shapes demo end to end"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: lisa <command> [options]", "", "commands:"]
+    width = max(len(v) for v in COMMANDS)
+    for verb, (_, _, text) in COMMANDS.items():
+        lines.append(f"  {verb.ljust(width)}  {text}")
+    lines.append("")
+    lines.append("Run `lisa <command> --help` for the options of a command.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in COMMANDS:
+        print(f"lisa: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[verb]
+    result = getattr(importlib.import_module(module), func)(rest)
+    return int(result or 0)
+
+
+def train_main() -> int:
+    """The ``lisa-train`` script: ``lisa train`` for launchers that want a plain executable."""
+    return main(["train", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Prompt templates of LLaVA v1 / LISA (``llava_v1``) and LLaMA-2 chat (``llava_llama_2``).
+
+The strings produced here are byte-identical to the original ``conversation.py`` ``get_prompt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LLAVA_V1_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+LLAMA_2_SYSTEM = (
+    "You are a helpful language and vision assistant. You are able to understand the visual content "
+    "that the user provides, and assist the user with a variety of tasks using natural language."
+)
+
+
+@dataclass
+class Conversation:
+    name: str
+    system: str
+    roles: tuple[str, str]
+    style: str  # "two" (llava_v1) or "llama_2"
+    sep: str
+    sep2: str
+    messages: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def copy(self) -> "Conversation":
+        return Conversation(self.name, self.system, self.roles, self.style, self.sep, self.sep2,
+                            list(self.messages))
+
+    def append(self, role: str, message: str | None) -> None:
+        self.messages.append((role, message))
+
+    def append_user(self, message: str) -> None:
+        self.append(self.roles[0], message)
+
+    def append_assistant(self, message: str | None) -> None:
+        self.append(self.roles[1], message)
+
+    @property
+    def answer_separator(self) -> str:
+        """The text that ends an instruction and starts a supervised answer (label masking)."""
+        return " " + self.roles[1] + ": " if self.style == "two" else "[/INST] "
+
+    @property
+    def round_separator(self) -> str:
+        return self.sep2
+
+    def get_prompt(self) -> str:
+        if self.style == "two":
+            seps = (self.sep, self.sep2)
+            out = self.system + seps[0]
+            for i, (role, message) in enumerate(self.messages):
+                if message:
+                    out += role + ": " + message + seps[i % 2]
+                else:
+                    out += role + ":"
+            return out
+        if self.style == "llama_2":
+            out = ""
+            for i, (role, message) in enumerate(self.messages):
+                if i == 0:
+                    if role != self.roles[0]:
+                        raise ValueError("llava_llama_2 conversations must start with the user")
+                    if message:
+                        message = f"<<SYS>>\n{self.system}\n<</SYS>>\n\n" + message
+                if message:
+                    if role == self.roles[0]:
+                        out += self.sep + f"[INST] {message} [/INST]"
+                    else:
+                        out += " " + message + " " + self.sep2
+                # An empty assistant message leaves the prompt open after "[/INST]".
+            return out[len(self.sep):] if out.startswith(self.sep) else out
+        raise ValueError(f"unknown conversation style {self.style!r}")
+
+
+TEMPLATES: dict[str, Conversation] = {
+    "llava_v1": Conversation("llava_v1", LLAVA_V1_SYSTEM, ("USER", "ASSISTANT"), "two", " ", "</s>"),
+    "llava_llama_2": Conversation("llava_llama_2", LLAMA_2_SYSTEM, ("USER", "ASSISTANT"), "llama_2",
+                                  "<s>", "</s>"),
+}
+
+
+def get_template(name: str) -> Conversation:
+    try:
+        return TEMPLATES[name].copy()
+    except KeyError:
+        raise ValueError(f"unknown --conv_type {name!r}; choose one of {sorted(TEMPLATES)}") from None
+
+
+def build_prompt(user_messages: list[str], answers: list[str | None], conv_type: str = "llava_v1") -> str:
+    """A prompt with alternating user/assistant turns; a final ``None`` answer leaves it open."""
+    conv = get_template(conv_type)
+    for i, user in enumerate(user_messages):
+        conv.append_user(user)
+        conv.append_assistant(answers[i] if i < len(answers) else None)
+    return conv.get_prompt()

@@ -1,0 +1,89 @@
+"""Image preprocessing for the two visual streams (CLIP and SAM) and mask post-processing.
+
+Each step reproduces the original pipeline:
+- CLIP: shortest side to ``size`` (PIL bicubic, long side truncated), centre crop, 1/255, CLIP mean/std.
+- SAM: longest side to ``size`` (PIL bilinear, round half up), SAM mean/std on 0..255, zero pad right/bottom.
+- masks: bilinear to the padded square, crop to the resized size, bilinear to the original size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .constants import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """Accept a PIL image or an HxWx3 / HxW uint8 array; return an HxWx3 uint8 RGB array."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxWx3 RGB image, got an array of shape {arr.shape}")
+    if arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {arr.dtype}")
+    return np.ascontiguousarray(arr)
+
+
+def clip_preprocess(image: np.ndarray, size: int = 224, crop_size: int | None = None) -> torch.Tensor:
+    """[3, crop, crop] float32 tensor as CLIPImageProcessor (openai/clip-vit-*) produces it."""
+    crop = crop_size or size
+    h, w = image.shape[:2]
+    short, long = (h, w) if h <= w else (w, h)
+    new_short, new_long = size, int(size * long / short)
+    new_h, new_w = (new_short, new_long) if h <= w else (new_long, new_short)
+    pil = Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC)
+    arr = np.asarray(pil)
+    top = (new_h - crop) // 2
+    left = (new_w - crop) // 2
+    if top < 0 or left < 0:  # image smaller than the crop after resizing: pad like HF does
+        padded = np.zeros((max(new_h, crop), max(new_w, crop), 3), dtype=arr.dtype)
+        ph, pw = (padded.shape[0] - new_h) // 2, (padded.shape[1] - new_w) // 2
+        padded[ph:ph + new_h, pw:pw + new_w] = arr
+        arr, top, left = padded, (padded.shape[0] - crop) // 2, (padded.shape[1] - crop) // 2
+    arr = arr[top:top + crop, left:left + crop].astype(np.float32) * (1 / 255)
+    arr = (arr - np.asarray(CLIP_MEAN, dtype=np.float32)) / np.asarray(CLIP_STD, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def sam_resize_shape(h: int, w: int, long_side: int = 1024) -> tuple[int, int]:
+    scale = long_side * 1.0 / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+@dataclass
+class SamInput:
+    pixels: torch.Tensor  # [3, S, S] float32, normalised and padded
+    resize: tuple[int, int]  # (h, w) after the longest-side resize, before padding
+    original_size: tuple[int, int]  # (H, W)
+
+
+def sam_preprocess(image: np.ndarray, size: int = 1024) -> SamInput:
+    h, w = image.shape[:2]
+    new_h, new_w = sam_resize_shape(h, w, size)
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+    mean = torch.tensor(SAM_MEAN).view(3, 1, 1)
+    std = torch.tensor(SAM_STD).view(3, 1, 1)
+    x = (x - mean) / std
+    x = F.pad(x, (0, size - new_w, 0, size - new_h))
+    return SamInput(x, (new_h, new_w), (h, w))
+
+
+def postprocess_masks(low_res: torch.Tensor, resize: tuple[int, int], original_size: tuple[int, int],
+                      image_size: int = 1024) -> torch.Tensor:
+    """Low-resolution mask logits [k, 1, s, s] -> logits [k, H, W] at the original size (float32)."""
+    x = low_res.float()
+    x = F.interpolate(x, (image_size, image_size), mode="bilinear", align_corners=False)
+    x = x[..., : resize[0], : resize[1]]
+    x = F.interpolate(x, tuple(original_size), mode="bilinear", align_corners=False)
+    return x[:, 0]
