@@ -1,0 +1,100 @@
+"""Reading tensors safely from .safetensors / .bin / .pth files and sharded folders.
+
+``torch.load`` is only ever called with ``weights_only=True``: a pickle that needs arbitrary code is
+refused with an explanation instead of being executed.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .errors import CheckpointError
+
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def load_torch_file(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for truncated headers
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load: the file needs arbitrary Python objects to be unpickled, which could run "
+            f"code. Only plain tensor state dicts are loaded (torch.load weights_only=True). "
+            f"Convert it in a trusted environment to a state dict or safetensors. Detail: {str(e).splitlines()[0]}"
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path}: cannot read the file; is it truncated or not a PyTorch checkpoint? ({e})") from e
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if isinstance(obj, dict) and "module" in obj and isinstance(obj["module"], dict):
+        obj = obj["module"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+    return obj
+
+
+def weight_files(folder: str | Path) -> tuple[list[Path], Path | None]:
+    """The weight files of a checkpoint folder (resolving an index) and the index file, if any."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: checkpoint folder not found")
+    for name in WEIGHT_INDEXES:
+        index = folder / name
+        if index.is_file():
+            try:
+                data = json.loads(index.read_text())
+                files = sorted(set(data["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{index}: malformed index file ({e})") from e
+            missing = [f for f in files if not (folder / f).is_file()]
+            if missing:
+                raise CheckpointError(f"{index}: lists shard(s) that do not exist: {', '.join(missing)}")
+            return [folder / f for f in files], index
+    for name in SINGLE_FILES:
+        if (folder / name).is_file():
+            return [folder / name], None
+    found = sorted(p.name for p in folder.glob("*.safetensors")) + sorted(p.name for p in folder.glob("*.bin"))
+    if found:
+        return [folder / f for f in found if not f.startswith("training_args")], None
+    raise CheckpointError(f"{folder}: no weights found (expected {', '.join(SINGLE_FILES)} or a sharded index)")
+
+
+def read_folder(folder: str | Path, progress: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
+    """All tensors of a checkpoint folder and, for each key, the file it came from."""
+    from tqdm.auto import tqdm
+
+    files, index = weight_files(folder)
+    tensors: dict[str, torch.Tensor] = {}
+    origin: dict[str, Path] = {}
+    expected = None
+    if index is not None:
+        expected = json.loads(index.read_text())["weight_map"]
+    for path in tqdm(files, desc="Loading shards", disable=not progress or len(files) < 2, unit="shard"):
+        part = load_torch_file(path)
+        if expected is not None:
+            want = {k for k, f in expected.items() if f == path.name}
+            lacking = sorted(want - set(part))
+            if lacking:
+                raise CheckpointError(f"{path}: shard is missing keys that {index.name} assigns to it: "
+                                      f"{', '.join(lacking[:5])}{' ...' if len(lacking) > 5 else ''} "
+                                      "(wrong or truncated shard?)")
+        for k, v in part.items():
+            tensors[k] = v
+            origin[k] = path
+    return tensors, origin

@@ -1,0 +1,228 @@
+"""Load any supported checkpoint folder into ``LisaForSegmentation`` without network access.
+
+Supported: released LISA folders (flat ``model_type: "llava"`` config, single/sharded ``.bin`` or
+safetensors, mixed bf16/fp32, with or without CLIP weights), base LLaVA v1 / v1.5 folders, and the
+folders this project writes. CLIP comes from the checkpoint, ``vision_tower=DIR`` or the config's
+path (relative to the folder first); SAM from the checkpoint or an official ``.pth``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers.initialization import no_init_weights
+
+from ..model.config import LisaConfig
+from ..model.lisa import LisaForSegmentation
+from ..model.sam import sam_config
+from .errors import CheckpointError, first
+from .files import read_folder
+from .layout import clip_config_from_tensors, lisa_to_internal
+from .sam_keys import load_sam_checkpoint, sam_config_for
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+          "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(precision) -> torch.dtype | None:
+    if precision is None or isinstance(precision, torch.dtype):
+        return precision
+    try:
+        return DTYPES[str(precision)]
+    except KeyError:
+        raise ValueError(f"unknown precision {precision!r}; choose fp32, bf16 or fp16") from None
+
+
+def read_config(folder: Path) -> LisaConfig:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: config.json not found; is {folder} a LISA/LLaVA checkpoint folder?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: malformed JSON ({e})") from e
+    try:
+        return LisaConfig.from_lisa_json(data, str(path))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
+
+
+def _local_clip(ref: str, folder: Path) -> Path | None:
+    for cand in (folder / ref, Path(ref).expanduser()):
+        if cand.is_dir() and (cand / "config.json").is_file():
+            return cand
+    return None
+
+
+def resolve_vision(cfg: LisaConfig, folder: Path, internal: dict, vision_tower: str | None):
+    """Returns (CLIPVisionConfig dict, CLIP state dict in our names or None when in the checkpoint)."""
+    ref = vision_tower or cfg.vision_tower
+    has_weights = any(k.startswith("vision_tower.vision_tower.") for k in internal)
+    clip_dir = _local_clip(ref, folder) if ref else None
+    if vision_tower and clip_dir is None:
+        raise CheckpointError(f"--vision-tower {vision_tower}: no folder with a config.json there")
+    if clip_dir is not None:
+        try:
+            clip = CLIPVisionModel.from_pretrained(str(clip_dir), local_files_only=True)
+        except Exception as e:  # transformers raises OSError/ValueError variants
+            raise CheckpointError(f"{clip_dir}: cannot load a CLIP vision model from this folder ({e})") from e
+        vcfg = clip.config.to_dict()
+        weights = None if has_weights else {"vision_tower.vision_tower." + k: v for k, v in clip.state_dict().items()}
+        return vcfg, weights
+    if has_weights:
+        vcfg = cfg.vision or clip_config_from_tensors(internal)
+        return vcfg, None
+    if ref:
+        try:  # a hub name already present in the local Hugging Face cache
+            clip = CLIPVisionModel.from_pretrained(ref, local_files_only=True)
+            return clip.config.to_dict(), {"vision_tower.vision_tower." + k: v for k, v in clip.state_dict().items()}
+        except Exception:
+            pass
+    raise CheckpointError(
+        f"{folder}: the checkpoint has no CLIP vision-tower weights and the vision tower {ref!r} named in "
+        "config.json was not found locally (no network access is used). Pass --vision-tower DIR with a "
+        "local copy of the CLIP model (for LISA: openai/clip-vit-large-patch14).")
+
+
+def _check_shapes(model: torch.nn.Module, state: dict, origin: dict, folder: Path) -> None:
+    expected = model.state_dict()
+    bad = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
+           if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if bad:
+        k, got, want = bad[0]
+        where = origin.get(k, folder)
+        raise CheckpointError(f"{where}: shape mismatch for {first(b[0] for b in bad)}; first: {k} has {got}, "
+                              f"the model expects {want} (wrong config.json or a checkpoint of another size?)")
+
+
+def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: str | None = None,
+                    sam_checkpoint: str | None = None, precision=None, device=None, quantization=None,
+                    model_max_length: int = 512, as_lisa: bool = False, use_mm_start_end: bool = True,
+                    progress: bool = True):
+    """Load ``(model, tokenizer)`` from a checkpoint folder.
+
+    ``as_lisa`` turns a base LLaVA model into a LISA model for training: [SEG] (and im_start/end) are
+    added to the tokenizer, SAM comes from ``sam_checkpoint`` (or is random), the [SEG] head is new.
+    """
+    from ..tokenization import add_lisa_tokens, load_tokenizer, seg_token_id
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: checkpoint folder not found")
+    cfg = read_config(folder)
+    tokenizer = load_tokenizer(folder, model_max_length=model_max_length)
+    tensors, origin = read_folder(folder, progress=progress)
+    internal, ignored = lisa_to_internal(tensors)
+    origin = {k2: origin.get(k) for k, k2 in _renamed(tensors, internal)}
+
+    vcfg, clip_weights = resolve_vision(cfg, folder, internal, vision_tower)
+    cfg.vision = {k: v for k, v in vcfg.items() if k not in ("transformers_version", "architectures")}
+    if vision_tower:
+        cfg.vision_tower = vision_tower
+    if clip_weights:
+        internal.update(clip_weights)
+
+    new_parts: list[str] = []
+    sam_keys = [k for k in internal if k.startswith("sam.")]
+    if cfg.has_seg_head or as_lisa:
+        sam_state = None
+        if sam_keys:
+            official = {k[len("model.visual_model."):]: v for k, v in tensors.items()
+                        if k.startswith("model.visual_model.")}
+            cfg_file = sam_config_file or (folder / "sam_config.json" if (folder / "sam_config.json").is_file() else None)
+            cfg.sam = sam_config_for(official, cfg_file, str(folder)).to_dict()
+        elif sam_checkpoint:
+            scfg, sam_state = load_sam_checkpoint(sam_checkpoint, sam_config_file)
+            cfg.sam = scfg.to_dict()
+            internal.update({"sam." + k: v for k, v in sam_state.items()})
+        else:
+            if cfg.has_seg_head:
+                raise CheckpointError(f"{folder}: a LISA checkpoint without SAM weights (model.visual_model.*)")
+            if sam_config_file:
+                cfg.sam = sam_config_for({}, sam_config_file).to_dict()
+            else:
+                cfg.sam = sam_config("vit_h").to_dict()
+            new_parts.append("sam")
+        if not any(k.startswith("text_hidden_fcs.") for k in internal):
+            new_parts.append("text_hidden_fcs")
+        cfg.has_seg_head = True
+
+    if as_lisa:
+        add_lisa_tokens(tokenizer, use_mm_start_end)
+        cfg.mm_use_im_start_end = use_mm_start_end
+    seg_id = seg_token_id(tokenizer) if cfg.has_seg_head else None
+
+    dtype = resolve_dtype(precision)
+    with no_init_weights():
+        model = LisaForSegmentation(cfg, seg_token_id=seg_id)
+    for part in new_parts:
+        _initialise(getattr(model, part))
+    _check_shapes(model, internal, origin, folder)
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(internal) - _tied_keys(model) - _new_keys(expected, new_parts))
+    unexpected = sorted(set(internal) - expected)
+    if missing:
+        raise CheckpointError(f"{folder}: missing keys in the checkpoint: {first(missing)}")
+    if unexpected:
+        bad = [_lisa_name(k) for k in unexpected]
+        where = origin.get(unexpected[0]) or folder
+        raise CheckpointError(f"{where}: unexpected keys (not part of this model): {first(bad)}")
+    if ignored:
+        log.info("ignored %d stale keys (e.g. %s)", len(ignored), ignored[0])
+    model.load_state_dict(internal, strict=False, assign=dtype is None)
+    if dtype is not None:
+        model.to(dtype)
+    if len(tokenizer) != model.llm.get_input_embeddings().weight.shape[0]:
+        if as_lisa:
+            model.llm.resize_token_embeddings(len(tokenizer))
+        elif len(tokenizer) > model.llm.get_input_embeddings().weight.shape[0]:
+            raise CheckpointError(f"{folder}: tokenizer has {len(tokenizer)} tokens but the embedding matrix "
+                                  f"has {model.llm.get_input_embeddings().weight.shape[0]} rows")
+    model.eval()
+    if quantization:
+        from ..model.quantize import quantize_llm
+        quantize_llm(model, quantization, device)
+    elif device is not None:
+        model.to(device)
+    return model, tokenizer
+
+
+def _renamed(tensors, internal):
+    # origin bookkeeping: map by identity of the tensor objects
+    ids = {id(v): k for k, v in tensors.items()}
+    return [(ids.get(id(v), ""), k) for k, v in internal.items()]
+
+
+def _lisa_name(internal_key: str) -> str:
+    from .layout import internal_to_lisa
+    try:
+        return next(iter(internal_to_lisa({internal_key: torch.empty(0)})))
+    except (KeyError, StopIteration):
+        return internal_key
+
+
+def _tied_keys(model) -> set[str]:
+    keys = set()
+    if getattr(model.llm.config, "tie_word_embeddings", False):
+        keys |= {"llm.lm_head.weight"}
+    keys.add("sam.prompt_encoder.shared_embedding.positional_embedding")
+    return keys
+
+
+def _new_keys(expected: set[str], parts: list[str]) -> set[str]:
+    return {k for k in expected for p in parts if k.startswith(p + ".")}
+
+
+def _initialise(module: torch.nn.Module) -> None:
+    if hasattr(module, "init_weights"):
+        module.init_weights()
+        return
+    for m in module.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()

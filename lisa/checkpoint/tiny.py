@@ -1,0 +1,84 @@
+"""``lisa make-tiny OUT``: a tiny random but complete checkpoint in the released LISA layout.
+
+It has a real tokenizer with ``[SEG]``, a 2-layer LLaMA, a tiny CLIP folder named by a relative
+path in config.json, and a tiny SAM with its ``sam_config.json``. ``lisa chat --version OUT`` loads
+it with no other flag; tests and newcomers use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..conversation import LLAVA_V1_SYSTEM
+from ..model.config import LisaConfig
+from ..model.lisa import LisaForSegmentation
+from ..model.sam import sam_config
+
+TINY_TEXTS = [
+    LLAVA_V1_SYSTEM,
+    "USER: <image>\nCan you segment the red circle in this image? ASSISTANT: It is [SEG].",
+    "Please segment the dog in this image. Sure, [SEG]. What is the cat in this image?",
+    "Please output segmentation mask and explain why. Sure, the segmentation result is [SEG].",
+    "Which shape is blue? The largest shape, the smallest square, the leftmost triangle.",
+    "How many shapes are there? There are 3 shapes. What colour is the circle? Yellow. Green.",
+    "the quick brown fox jumps over the lazy dog 0123456789 , . ! ? ' \" : ; ( ) - /",
+]
+
+TINY_PRESETS = {
+    "tiny": dict(llm=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
+                 clip=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=56, patch_size=14),
+                 sam=dict(image_size=128, patch_size=16, window_size=4, hidden_size=32, num_hidden_layers=2,
+                          num_attention_heads=2, global_attn_indexes=[1], prompt_dim=32,
+                          decoder_mlp_dim=64, decoder_heads=2),
+                 vocab=400),
+}
+
+
+def build_tiny_config(vocab_size: int, preset: str = "tiny", **overrides) -> LisaConfig:
+    p = TINY_PRESETS[preset]
+    llm = dict(model_type="llama", vocab_size=vocab_size, max_position_embeddings=2048, rms_norm_eps=1e-6,
+               num_key_value_heads=p["llm"]["num_attention_heads"], tie_word_embeddings=False,
+               bos_token_id=1, eos_token_id=2, pad_token_id=0, **p["llm"])
+    clip = dict(model_type="clip_vision_model", hidden_act="quick_gelu", layer_norm_eps=1e-5,
+                projection_dim=32, **p["clip"])
+    sam = sam_config(**p["sam"]).to_dict()
+    cfg = LisaConfig(llm=llm, vision=clip, sam=sam, vision_tower="vision_tower",
+                     mm_hidden_size=clip["hidden_size"], out_dim=p["sam"]["prompt_dim"])
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def make_tiny(out, seed: int = 0, preset: str = "tiny", format: str = "lisa", shard_size=None):
+    """Write the tiny checkpoint; returns (model, tokenizer)."""
+    from ..tokenization import add_lisa_tokens, seg_token_id, train_llama_style_tokenizer
+    from .saver import save_pretrained
+
+    out = Path(out)
+    tok_dir = out / ".tokenizer_build"
+    tokenizer = train_llama_style_tokenizer(TINY_TEXTS, TINY_PRESETS[preset]["vocab"], tok_dir)
+    add_lisa_tokens(tokenizer, use_mm_start_end=True)
+    torch.manual_seed(seed)
+    cfg = build_tiny_config(len(tokenizer), preset)
+    model = LisaForSegmentation(cfg, seg_token_id=seg_token_id(tokenizer)).eval()
+    save_pretrained(model, tokenizer, out, format=format, max_shard_size=shard_size or "10GB", progress=False)
+    import shutil
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    return model, tokenizer
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="lisa make-tiny", description=__doc__.splitlines()[0])
+    ap.add_argument("out", help="output folder")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--format", choices=["lisa", "native"], default="lisa",
+                    help="released LISA layout (.bin, CLIP as a subfolder) or our safetensors format")
+    ap.add_argument("--shard_size", default=None, help="e.g. 200KB to write several shards with an index")
+    args = ap.parse_args(argv)
+    make_tiny(args.out, seed=args.seed, format=args.format, shard_size=args.shard_size)
+    print(f"wrote a tiny LISA checkpoint to {args.out}")
+    return 0

@@ -1,0 +1,3 @@
+from .pipeline import LisaPipeline, LisaResult
+
+__all__ = ["LisaPipeline", "LisaResult"]

@@ -1,0 +1,74 @@
+"""Greedy generation with a KV cache that collects the [SEG] hidden states on the way.
+
+The original regenerates the whole sequence (and the CLIP features) for every new token, then takes
+the hidden state of the token before each [SEG] from the last full pass. Here the hidden state that
+produced the logits choosing [SEG] is exactly that state, so it is kept as the token is emitted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from .splice import seg_hidden_positions, splice_image_features
+
+
+@dataclass
+class Generated:
+    prompt_ids: list[int]
+    new_ids: list[int]
+    seg_hidden: torch.Tensor  # [k, H] in order of appearance (prompt [SEG]s first)
+    timings: dict[str, float] = field(default_factory=dict)
+    token_times: list[float] = field(default_factory=list)
+
+
+@torch.no_grad()
+def generate(model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_tokens: int = 512,
+             eos_token_id: int | None = 2, stop_ids: tuple[int, ...] = ()) -> Generated:
+    """``input_ids`` [1, T] (with image tokens), ``clip_feats`` [P, H] (projected features of its image)."""
+    if input_ids.shape[0] != 1:
+        raise ValueError("generate() takes one prompt at a time")
+    seg_id = model.seg_token_id
+    device = model.llm.get_input_embeddings().weight.device
+    input_ids = input_ids.to(device)
+    n_img = int((input_ids == -200).sum())
+    t0 = time.perf_counter()
+    spliced = splice_image_features(input_ids, model.llm.get_input_embeddings(), [clip_feats] * n_img)
+    cache = DynamicCache(config=model.llm.config)
+    out = model.decoder(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                        past_key_values=cache, use_cache=True)
+    hidden = out.last_hidden_state
+    seg_hidden = []
+    if seg_id is not None:
+        pos = seg_hidden_positions(input_ids, spliced.span_end, seg_id)[0]
+        if pos.numel():
+            seg_hidden.append(hidden[0, pos])
+    last = hidden[:, -1]
+    length = hidden.shape[1]
+    timings = {"prefill": time.perf_counter() - t0}
+    new_ids: list[int] = []
+    token_times: list[float] = []
+    embed = model.llm.get_input_embeddings()
+    stops = set(stop_ids) | ({eos_token_id} if eos_token_id is not None else set())
+    for _ in range(max_new_tokens):
+        t1 = time.perf_counter()
+        logits = model.lm_head(last)
+        next_id = int(logits.argmax(-1))
+        new_ids.append(next_id)
+        if seg_id is not None and next_id == seg_id:
+            seg_hidden.append(last)
+        if next_id in stops or len(new_ids) >= max_new_tokens:
+            token_times.append(time.perf_counter() - t1)
+            break
+        step = embed(torch.tensor([[next_id]], device=device))
+        length += 1
+        mask = torch.ones((1, length), dtype=torch.bool, device=device)
+        out = model.decoder(inputs_embeds=step, attention_mask=mask, past_key_values=cache, use_cache=True)
+        last = out.last_hidden_state[:, -1]
+        token_times.append(time.perf_counter() - t1)
+    timings["decode"] = sum(token_times)
+    h = torch.cat(seg_hidden, 0) if seg_hidden else hidden.new_zeros((0, hidden.shape[-1]))
+    return Generated(input_ids[0].tolist(), new_ids, h, timings, token_times)

@@ -1,0 +1,99 @@
+"""SAM through transformers' ``SamModel``: named presets and the text-embedding prompt LISA uses.
+
+LISA prompts SAM with one sparse token per ``[SEG]`` (the projected hidden state) and the
+``no_mask`` dense embedding, with ``multimask_output=False``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import SamConfig, SamModel
+
+# ViT image encoders of the official checkpoints (sam_vit_{b,l,h}_*.pth).
+SAM_PRESETS: dict[str, dict[str, Any]] = {
+    "vit_b": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "global_attn_indexes": [2, 5, 8, 11]},
+    "vit_l": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+              "global_attn_indexes": [5, 11, 17, 23]},
+    "vit_h": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16,
+              "global_attn_indexes": [7, 15, 23, 31]},
+}
+
+
+def sam_config(preset: str | None = None, *, image_size: int = 1024, patch_size: int = 16,
+               window_size: int = 14, prompt_dim: int = 256, decoder_mlp_dim: int = 2048,
+               decoder_heads: int = 8, decoder_depth: int = 2, **vision: Any) -> SamConfig:
+    """A ``SamConfig`` from a preset name and/or explicit vision-encoder fields."""
+    fields = dict(SAM_PRESETS[preset]) if preset else {}
+    if preset and preset not in SAM_PRESETS:
+        raise ValueError(f"unknown SAM preset {preset!r}; choose one of {sorted(SAM_PRESETS)}")
+    fields.update(vision)
+    fields.setdefault("hidden_size", 768)
+    fields.setdefault("num_hidden_layers", 12)
+    fields.setdefault("num_attention_heads", 12)
+    fields.setdefault("global_attn_indexes", [2, 5, 8, 11])
+    embed = image_size // patch_size
+    vision_config = dict(image_size=image_size, patch_size=patch_size, window_size=window_size,
+                         output_channels=prompt_dim, mlp_dim=int(fields["hidden_size"] * 4), **fields)
+    return SamConfig(
+        vision_config=vision_config,
+        prompt_encoder_config=dict(hidden_size=prompt_dim, image_size=image_size, patch_size=patch_size,
+                                   image_embedding_size=embed),
+        mask_decoder_config=dict(hidden_size=prompt_dim, mlp_dim=decoder_mlp_dim,
+                                 num_attention_heads=decoder_heads, num_hidden_layers=decoder_depth,
+                                 iou_head_hidden_dim=prompt_dim),
+    )
+
+
+def sam_config_from_dict(data: dict[str, Any]) -> SamConfig:
+    return SamConfig(**{k: v for k, v in data.items() if k != "model_type"}) \
+        if "vision_config" in data else sam_config(**data)
+
+
+def build_sam(config: SamConfig | dict[str, Any]) -> SamModel:
+    if isinstance(config, dict):
+        config = sam_config_from_dict(config)
+    return SamModel(config)
+
+
+class SamPrompter:
+    """Image encoding and text-prompted mask decoding on a ``SamModel``."""
+
+    def __init__(self, sam: SamModel):
+        self.sam = sam
+        self._pe: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    @torch.no_grad()
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, S, S] normalised pixels -> image embeddings [B, C, h, w] (SAM encoder is frozen)."""
+        return self.sam.vision_encoder(pixels).last_hidden_state
+
+    def image_pe(self) -> torch.Tensor:
+        p = self.sam.shared_image_embedding.positional_embedding
+        key = (p.device, p.dtype)
+        if self.sam.training or key not in self._pe:  # parameters may change while training
+            self._pe.clear()
+            self._pe[key] = self.sam.get_image_wide_positional_embeddings()
+        return self._pe[key]
+
+    def decode(self, image_embedding: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """One image's embedding [1, C, h, w] and k prompt vectors [k, C] -> mask logits [k, 1, s, s]."""
+        k = text_embeds.shape[0]
+        if k == 0:
+            s = image_embedding.shape[-1] * 4
+            return image_embedding.new_zeros((0, 1, s, s))
+        dtype = self.sam.mask_decoder.iou_token.weight.dtype
+        enc = self.sam.prompt_encoder
+        h, w = image_embedding.shape[-2:]
+        sparse = text_embeds.to(dtype)[None, :, None, :]  # [1, k, 1, C]
+        dense = enc.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, h, w)
+        masks, _ = self.sam.mask_decoder(
+            image_embeddings=image_embedding.to(dtype),
+            image_positional_embeddings=self.image_pe().to(dtype),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense.to(dtype),
+            multimask_output=False,
+        )
+        return masks.reshape(k, 1, masks.shape[-2], masks.shape[-1])
