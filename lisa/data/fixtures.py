@@ -35,8 +35,12 @@ H, W = 24, 32  # most fixture images; a few are 30 x 20 to catch transposed size
 def _jpeg(path: Path, h: int = H, w: int = W, seed: int = 0, gray: bool = False) -> None:
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arr = rng.integers(0, 256, size=(h, w) if gray else (h, w, 3), dtype=np.uint8)
-    Image.fromarray(arr).save(path, quality=90)
+    # a soft two-colour gradient with a little noise: mask overlays stay visible on it
+    a, b = rng.integers(60, 200, size=(2, 3))
+    t = (np.linspace(0, 1, w)[None, :, None] + np.linspace(0, 1, h)[:, None, None]) / 2
+    arr = a * (1 - t) + b * t + rng.normal(0, 8, size=(h, w, 3))
+    arr = arr.clip(0, 255).astype(np.uint8)
+    Image.fromarray(arr[..., 0] if gray else arr).save(path, quality=90)
 
 
 def _png(path: Path, arr: np.ndarray, palette: list[int] | None = None) -> None:

@@ -98,8 +98,10 @@ class LabelMapSource(Source):
 def _ade20k(root: str) -> LabelMapSource:
     images = require_dir(os.path.join(root, "ade20k", "images", "training"), "ade20k")
     labels = os.path.join(root, "ade20k", "annotations", "training")
-    pairs = [(p, os.path.join(labels, os.path.basename(p)[:-4] + ".png"))
-             for p in sorted_files(images, ".jpg")]
+    stems = {os.path.basename(p)[:-4] for p in sorted_files(images, ".jpg")}
+    if os.path.isdir(labels):  # a label without its image is reported as a missing image
+        stems |= {os.path.basename(p)[:-4] for p in sorted_files(labels, ".png")}
+    pairs = [(os.path.join(images, s + ".jpg"), os.path.join(labels, s + ".png")) for s in sorted(stems)]
     return LabelMapSource("ade20k", pairs, ADE20K_CLASSES, raw_offset=1)
 
 
