@@ -32,7 +32,10 @@ def lisa_to_internal(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
         elif k.startswith(P_HEAD):
             out["text_hidden_fcs." + k[len(P_HEAD):]] = v
         elif k.startswith(P_CLIP):
-            out["vision_tower.vision_tower." + k[len(P_CLIP):]] = v
+            rest = k[len(P_CLIP):]
+            # transformers 4.x CLIPVisionModel keys carry "vision_model."; 5.x modules do not
+            rest = rest[len("vision_model."):] if rest.startswith("vision_model.") else rest
+            out["vision_tower.vision_tower." + rest] = v
         elif k.startswith(P_CLIP_ANY):
             ignored.append(k)
         else:
@@ -55,7 +58,7 @@ def internal_to_lisa(state: dict[str, torch.Tensor], include_vision: bool = True
             out[P_HEAD + k[len("text_hidden_fcs."):]] = v
         elif k.startswith("vision_tower.vision_tower."):
             if include_vision:
-                out[P_CLIP + k[len("vision_tower.vision_tower."):]] = v
+                out[P_CLIP + "vision_model." + k[len("vision_tower.vision_tower."):]] = v
         else:
             raise KeyError(f"unexpected module key {k!r}")
     out.update({P_SAM + k: v for k, v in hf_to_official(sam).items()})
@@ -64,7 +67,7 @@ def internal_to_lisa(state: dict[str, torch.Tensor], include_vision: bool = True
 
 def clip_config_from_tensors(state: dict[str, torch.Tensor]) -> dict | None:
     """CLIPVisionConfig fields from ``vision_tower.vision_tower.vision_model.*`` tensors, if present."""
-    pre = "vision_tower.vision_tower.vision_model."
+    pre = "vision_tower.vision_tower."
     patch = state.get(pre + "embeddings.patch_embedding.weight")
     pos = state.get(pre + "embeddings.position_embedding.weight")
     if patch is None or pos is None:

@@ -35,6 +35,7 @@ def sam_config(preset: str | None = None, *, image_size: int = 1024, patch_size:
     fields.setdefault("num_attention_heads", 12)
     fields.setdefault("global_attn_indexes", [2, 5, 8, 11])
     embed = image_size // patch_size
+    fields.setdefault("num_pos_feats", prompt_dim // 2)
     vision_config = dict(image_size=image_size, patch_size=patch_size, window_size=window_size,
                          output_channels=prompt_dim, mlp_dim=int(fields["hidden_size"] * 4), **fields)
     return SamConfig(
