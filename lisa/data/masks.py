@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import cv2
 import numpy as np
@@ -61,7 +62,9 @@ def coco_segmentation_mask(segm, h: int, w: int, path: str) -> np.ndarray:
             rles = coco_mask.frPyObjects([list(map(float, p)) for p in segm], h, w)
         else:
             rles = _rle_objects(segm, h, w, path)
-        decoded = coco_mask.decode(rles)
+        with warnings.catch_warnings():  # pycocotools' __array__ predates numpy 2's copy keyword
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = coco_mask.decode(rles)
     except SampleProblem:
         raise
     except Exception as e:  # pycocotools raises bare Exceptions / TypeErrors on broken RLE
