@@ -109,7 +109,7 @@ def _show(args, rows) -> None:
 
 
 def _convert_refs(argv: list[str]) -> int:
-    from .safe_pickle import convert_refs
+    from .safe_pickle import convert_refs, json_path_for
 
     p = argparse.ArgumentParser(prog="lisa data convert-refs", description=(
         "Convert refs(*).p / grefs(*).p under <dataset_dir>/refer_seg/*/ (or the given files) to "
@@ -130,8 +130,10 @@ def _convert_refs(argv: list[str]) -> int:
     status = 0
     for path in paths:
         try:
+            existed = json_path_for(path).exists()
             out = convert_refs(path, overwrite=args.overwrite)
-            print(f"{path} -> {out}")
+            kept = existed and not args.overwrite
+            print(f"{path} -> {out}" + (" (exists, kept; --overwrite to rewrite)" if kept else ""))
         except (DataError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             status = 1

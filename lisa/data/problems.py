@@ -84,7 +84,7 @@ class ProblemCounter:
             self._first[row, k, : len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         self._counts[row, k] += 1
         examples = self._examples.setdefault(problem.kind, [])
-        if len(examples) < 5:
+        if len(examples) < 5 and problem.path not in examples:
             examples.append(problem.path)
         n = self._warned.get(problem.kind, 0)
         if n < _WARN_PER_KIND:

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import pickle
 from pathlib import Path
 
 from .problems import DataError
+
+logger = logging.getLogger("lisa.data")
 
 
 class UnsafePickleError(DataError):
@@ -109,6 +112,10 @@ def load_refs_file(pickle_path: str | os.PathLike):
     """The refs list: from the converted JSON when it exists, else from the pickle (restricted)."""
     js = json_path_for(pickle_path)
     if js.exists():
+        pk = Path(pickle_path)
+        if pk.exists() and pk.stat().st_mtime > js.stat().st_mtime:
+            logger.warning("%s is newer than %s; reading the JSON (run `lisa data convert-refs "
+                           "--overwrite` to refresh it)", pk, js)
         try:
             return json.loads(js.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
