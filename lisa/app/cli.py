@@ -1,0 +1,56 @@
+"""``lisa app``: the gradio web demo (same model flags as ``lisa chat``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from ..inference.pipeline import MAX_PROMPT_CHARS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..chat.cli import add_model_args
+
+    ap = argparse.ArgumentParser(prog="lisa app", description=__doc__.splitlines()[0])
+    add_model_args(ap)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    ap.add_argument("--max_prompt_chars", type=int, default=MAX_PROMPT_CHARS)
+    ap.add_argument("--no_examples", action="store_true", help="do not show the synthetic shapes examples")
+    ap.add_argument("--title", default=None, help="page title")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if not 1 <= args.max_prompt_chars <= MAX_PROMPT_CHARS:
+        print(f"lisa app: --max_prompt_chars must be between 1 and {MAX_PROMPT_CHARS}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import gradio as gr
+
+    from ..chat.cli import load_pipeline
+    from .ui import CSS, TITLE, SegmentApp, build_ui, shapes_examples
+
+    try:
+        pipe = load_pipeline(args)
+    except (ValueError, OSError) as e:
+        print(f"lisa app: {e}", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="lisa-app-"))
+    app = SegmentApp(pipe, args.max_prompt_chars, args.max_new_tokens, work / "masks")
+    examples = None if args.no_examples else shapes_examples(work / "examples")
+    demo = build_ui(app, examples, title=args.title or TITLE)
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    # System fonts only: the default theme would fetch web fonts, and the machine may be offline.
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=theme, css=CSS,
+                ssr_mode=False, allowed_paths=[str(work)], show_error=False, footer_links=["api"])
+    return 0

@@ -1,0 +1,188 @@
+"""The gradio interface: upload an image, type an instruction, see the answer and every mask.
+
+Turns on the same image form one conversation (the image encoding is reused); a new image starts a
+new one. All user and model text is escaped before it is shown as HTML; any Unicode is accepted.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import shutil
+import tempfile
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..inference.cache import image_key
+from ..inference.pipeline import MAX_PROMPT_CHARS
+from ..inference.visualize import PALETTE, overlay_all
+from ..serve.masks import current_turn_masks
+
+log = logging.getLogger("lisa.app")
+
+TITLE = "LISA: reasoning segmentation"
+DESCRIPTION = (
+    "Upload an image and ask for what you want segmented, e.g. *Can you segment the red circle in this "
+    "image?* or *What is the largest shape? Please output segmentation mask and explain why.* "
+    "Every `[SEG]` in the answer gives one mask. Later questions about the same image continue the "
+    "conversation; a new image starts a new one.")
+CSS = """
+.lisa-turn {white-space: pre-wrap; word-break: break-word; margin: 0.3em 0; padding: 0.4em 0.6em;
+            border-radius: 6px;}
+.lisa-user {background: rgba(100, 120, 255, 0.12);}
+.lisa-assistant {background: rgba(120, 120, 120, 0.12);}
+"""
+KEEP_REQUEST_DIRS = 64
+
+
+def render_conversation(history: list[tuple[str, str]]) -> str:
+    if not history:
+        return "<div class='lisa-conversation'><em>No conversation yet.</em></div>"
+    rows = []
+    for user, answer in history:
+        rows.append(f"<div class='lisa-turn lisa-user'><b>You:</b> {html.escape(user)}</div>")
+        rows.append(f"<div class='lisa-turn lisa-assistant'><b>LISA:</b> {html.escape(answer)}</div>")
+    return "<div class='lisa-conversation'>" + "".join(rows) + "</div>"
+
+
+def format_timings(t: dict, cache_hit: bool, n_masks: int) -> str:
+    ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
+    per_tok = t["decode"] / t["tokens"] if t.get("tokens") else 0.0
+    encode = ("image encoding reused" if cache_hit else
+              f"vision tower {ms(t['vision_tower'])} · SAM encoder {ms(t['sam_encoder'])}")
+    return (f"**Timing:** {encode} · prefill {ms(t['prefill'])} · decode {t['tokens']} tokens in "
+            f"{ms(t['decode'])} ({ms(per_tok)}/token) · mask decode {ms(t['mask_decode'])} · "
+            f"**total {ms(t['total'])}** · {n_masks} mask(s)")
+
+
+def shapes_examples(out_dir: Path, n: int = 3) -> list[list[str]]:
+    """Synthetic shapes images with questions they answer uniquely (what the demo model is trained on)."""
+    from ..data.synth import sample_fresh_image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in range(n):
+        image, queries = sample_fresh_image(seed)
+        path = out_dir / f"shapes_{seed}.png"
+        image.save(path)
+        for q in queries[:2]:
+            text = q.text if q.is_sentence else f"Can you segment the {q.text} in this image?"
+            rows.append([str(path), text])
+    return rows
+
+
+class SegmentApp:
+    """The request handler behind the UI; a plain object so it can be tested without a browser."""
+
+    def __init__(self, pipe, max_prompt_chars: int = MAX_PROMPT_CHARS, max_new_tokens: int | None = None,
+                 work_dir: str | Path | None = None):
+        self.pipe = pipe
+        self.max_prompt_chars = min(max_prompt_chars, MAX_PROMPT_CHARS)
+        self.max_new_tokens = max_new_tokens
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="lisa-app-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._request_dirs: deque[Path] = deque()
+        self._count = 0
+
+    def check_prompt(self, prompt) -> str | None:
+        """A message to show instead of running, or None when the prompt is fine."""
+        if prompt is None or not str(prompt).strip():
+            return "Type an instruction first."
+        if len(prompt) > self.max_prompt_chars:
+            return (f"The instruction is too long: {len(prompt)} characters, the limit is "
+                    f"{self.max_prompt_chars}. Please shorten it.")
+        return None
+
+    def _mask_files(self, masks: list[np.ndarray]) -> list[str]:
+        self._count += 1
+        out = self.work_dir / f"request_{self._count:06d}"
+        out.mkdir(parents=True, exist_ok=True)
+        self._request_dirs.append(out)
+        while len(self._request_dirs) > KEEP_REQUEST_DIRS:
+            shutil.rmtree(self._request_dirs.popleft(), ignore_errors=True)
+        files = []
+        for i, m in enumerate(masks):
+            path = out / f"mask_{i}.png"
+            Image.fromarray(m.astype(np.uint8) * 255).save(path)
+            files.append(str(path))
+        return files
+
+    def respond(self, image, prompt, state):
+        """-> overlay, mask files, answer, conversation html, timing markdown, status markdown, state."""
+        state = dict(state or {"key": None, "history": []})
+        history = list(state.get("history") or [])
+        no_change = (None, None, "", render_conversation(history), "", None, state)
+
+        def refuse(message):
+            out = list(no_change)
+            out[5] = f"⚠️ {html.escape(message)}"
+            return tuple(out)
+
+        if image is None:
+            return refuse("Upload an image first.")
+        problem = self.check_prompt(prompt)
+        if problem:
+            return refuse(problem)
+        arr = np.asarray(image)
+        if arr.ndim == 2:
+            arr = np.stack([arr] * 3, -1)
+        arr = np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
+        key = image_key(arr)
+        if key != state.get("key"):
+            history = []
+        try:
+            result = self.pipe(arr, prompt, history=history or None, max_new_tokens=self.max_new_tokens)
+        except ValueError as e:
+            return refuse(str(e))
+        except Exception:  # noqa: BLE001 - logged; the page shows a short message, not a traceback
+            log.exception("model error")
+            return refuse("The model failed on this request (details are in the server log).")
+        masks = current_turn_masks(result.masks, history)
+        history.append((prompt, result.text))
+        state = {"key": key, "history": history}
+        overlay = overlay_all(arr, masks) if masks else arr
+        files = self._mask_files(masks)
+        status = "" if masks else "No `[SEG]` in the answer, so no mask."
+        return (overlay, files or None, result.text, render_conversation(history),
+                format_timings(result.timings, result.cache_hit, len(masks)), status, state)
+
+    @staticmethod
+    def reset():
+        return None, None, "", render_conversation([]), "", "", {"key": None, "history": []}
+
+
+def build_ui(app: SegmentApp, examples: list[list[str]] | None = None, title: str = TITLE):
+    import gradio as gr
+
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {html.escape(title)}")
+        gr.Markdown(DESCRIPTION)
+        state = gr.State({"key": None, "history": []})
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="numpy", label="Input image", sources=["upload", "clipboard"])
+                prompt = gr.Textbox(label="Instruction", lines=2, placeholder="Can you segment the ... in this image?")
+                with gr.Row():
+                    submit = gr.Button("Segment", variant="primary")
+                    clear = gr.Button("New conversation")
+                status = gr.Markdown(label="Status")
+            with gr.Column():
+                overlay = gr.Image(type="numpy", label="Masks overlaid", interactive=False, format="png")
+                answer = gr.Textbox(label="Answer", interactive=False, lines=2)
+                files = gr.File(label="Masks (PNG, one per [SEG])", file_count="multiple", interactive=False)
+                timing = gr.Markdown(label="Timing")
+        conversation = gr.HTML(render_conversation([]), label="Conversation")
+        colours = " ".join(f"<span style='color:rgb{c}'>■</span>" for c in PALETTE)
+        gr.HTML(f"<small>Mask colours in order: {colours}</small>")
+        if examples:
+            gr.Examples(examples=examples, inputs=[image, prompt], label="Examples (synthetic shapes)")
+
+        outputs = [overlay, files, answer, conversation, timing, status, state]
+        submit.click(app.respond, [image, prompt, state], outputs, api_name="segment", concurrency_limit=1)
+        prompt.submit(app.respond, [image, prompt, state], outputs, api_name=False, concurrency_limit=1)
+        clear.click(app.reset, None, outputs, api_name="reset")
+        image.clear(app.reset, None, outputs, api_name=False)
+    return demo

@@ -1,0 +1,100 @@
+"""Validation of request inputs; every failure is an ``ApiError`` carrying its HTTP status."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class ApiError(Exception):
+    """An error answered to the client as ``{"error": {"code", "message", "request_id"}}``."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def decode_base64(data: str, field: str = "image") -> bytes:
+    if not isinstance(data, str) or not data:
+        raise ApiError(422, "invalid_field", f"{field!r} must be a non-empty base64 string")
+    if data.startswith("data:"):  # data URL: data:image/png;base64,....
+        data = data.partition(",")[2]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ApiError(400, "invalid_base64", f"{field!r} is not valid base64 ({e})") from None
+
+
+def decode_image(data: bytes, max_pixels: int, field: str = "image") -> np.ndarray:
+    """Bytes -> HxWx3 uint8. The pixel count is checked from the header, before any pixel is decoded."""
+    if not data:
+        raise ApiError(400, "invalid_image", f"{field!r} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ApiError(413, "image_too_large",
+                                   f"{field!r} has {w}x{h} = {w * h} pixels, more than the limit of {max_pixels}")
+                if w == 0 or h == 0:
+                    raise ApiError(400, "invalid_image", f"{field!r} is an empty ({w}x{h}) image")
+                return np.asarray(img.convert("RGB"))
+    except ApiError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ApiError(413, "image_too_large", f"{field!r} is too large to decode: {e}") from None
+    except UnidentifiedImageError:
+        raise ApiError(400, "invalid_image", f"{field!r} is not in an image format that can be read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ApiError(400, "invalid_image", f"{field!r} cannot be decoded as an image ({e})") from None
+
+
+def check_prompt(prompt, max_chars: int, field: str = "prompt") -> str:
+    if prompt is None:
+        raise ApiError(422, "missing_field", f"{field!r} is required")
+    if not isinstance(prompt, str):
+        raise ApiError(422, "invalid_field", f"{field!r} must be a string")
+    if not prompt.strip():
+        raise ApiError(422, "empty_prompt", f"{field!r} is empty")
+    if len(prompt) > max_chars:
+        raise ApiError(422, "prompt_too_long",
+                       f"{field!r} has {len(prompt)} characters, more than the limit of {max_chars}")
+    return prompt
+
+
+def check_max_new_tokens(value, cap: int) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ApiError(422, "invalid_field", f"'max_new_tokens' must be an integer, not {value!r}") from None
+    if not 1 <= n <= cap:
+        raise ApiError(422, "invalid_field", f"'max_new_tokens' must be between 1 and {cap}, not {n}")
+    return n
+
+
+def history_from_messages(messages, max_chars: int) -> tuple[list[tuple[str, str]], str]:
+    """``[{"role": "user"|"assistant", "content": str}, ...]`` ending with a user turn -> (history, prompt)."""
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(422, "invalid_field", "'messages' must be a non-empty list of {role, content} objects")
+    roles = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
+            raise ApiError(422, "invalid_field",
+                           f"messages[{i}] must be an object with role 'user' or 'assistant' and a string content")
+        roles.append(m["role"])
+    expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(messages))]
+    if roles != expected or roles[-1] != "user":
+        raise ApiError(422, "invalid_field",
+                       "'messages' must alternate user, assistant, user, ... and end with a user message")
+    for i in range(0, len(messages), 2):
+        check_prompt(messages[i]["content"], max_chars, field=f"messages[{i}].content")
+    history = [(messages[i]["content"], messages[i + 1]["content"]) for i in range(0, len(messages) - 1, 2)]
+    return history, messages[-1]["content"]
