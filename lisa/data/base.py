@@ -124,6 +124,10 @@ class FamilyDataset(torch.utils.data.Dataset):
     def stats(self) -> dict[str, int]:
         return self.counter.stats()
 
+    def report(self) -> str:
+        """One line for the end-of-epoch log, e.g. ``data problems: missing_file=3 (e.g. ...)``."""
+        return self.counter.report()
+
     def __getitem__(self, idx: int) -> dict:
         return self.sample(item_rng(self.seed, self.rank, self.epoch_state.value, idx))
 

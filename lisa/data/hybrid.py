@@ -78,6 +78,10 @@ class HybridDataset(torch.utils.data.Dataset):
     def stats(self) -> dict[str, int]:
         return self.counter.stats()
 
+    def report(self) -> str:
+        """One line for the end-of-epoch log, e.g. ``data problems: missing_file=3 (e.g. ...)``."""
+        return self.counter.report()
+
     def family_index(self, rng: np.random.Generator) -> int:
         return int(rng.choice(len(self.families), p=self.rates))
 

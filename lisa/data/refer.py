@@ -109,7 +109,8 @@ class ReferIndex:
     def sentences(self, ref: dict) -> list[str]:
         """The ``sent`` field (lower-cased, tokenized text) of every sentence of a ref."""
         out = []
-        for s in ref["sentences"]:
+        sentences = ref.get("sentences")
+        for s in sentences if isinstance(sentences, list) else []:
             text = s.get("sent") if isinstance(s, dict) else None
             if isinstance(text, str) and text.strip():
                 out.append(text.strip().lower())
