@@ -6,6 +6,7 @@ import os
 import textwrap
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -22,12 +23,20 @@ def _font(size: int = 14):
         return ImageFont.load_default()
 
 
-def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Fill each mask with its colour (the first mask covering a pixel wins, so identical masks do
+    not blend into a new colour) and outline every mask in its colour."""
     out = image.astype(np.float32).copy()
+    painted = np.zeros(image.shape[:2], dtype=bool)
     for k, m in enumerate(masks):
-        on = m > 0
+        on = (m > 0) & ~painted
         out[on] = (1 - alpha) * out[on] + alpha * np.asarray(COLOURS[k % len(COLOURS)], np.float32)
-    return out.clip(0, 255).astype(np.uint8)
+        painted |= m > 0
+    out = out.clip(0, 255).astype(np.uint8)
+    for k, m in enumerate(masks):
+        contours, _ = cv2.findContours((m > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, COLOURS[k % len(COLOURS)], 2)
+    return out
 
 
 def dialogue_lines(conversation: str, width: int) -> list[str]:
@@ -46,10 +55,12 @@ def render_item(item: dict, path: str | os.PathLike) -> Path:
     each conversation, its colour swatch matching its mask(s)."""
     image = read_rgb(item["image_path"])
     masks = item["masks"].numpy() if hasattr(item["masks"], "numpy") else np.asarray(item["masks"])
-    shown = overlay(image, masks)
-    h, w = shown.shape[:2]
-    scale = max(1, int(np.ceil(MIN_WIDTH / w)))
-    pil = Image.fromarray(shown).resize((w * scale, h * scale), Image.NEAREST)
+    h, w = image.shape[:2]
+    scale = max(1, int(np.ceil(MIN_WIDTH / w)))  # tiny images are enlarged (nearest) to be readable
+    if scale > 1:
+        image = image.repeat(scale, axis=0).repeat(scale, axis=1)
+        masks = masks.repeat(scale, axis=1).repeat(scale, axis=2)
+    pil = Image.fromarray(overlay(image, masks))
     font = _font()
     chars = max(30, pil.width // 8)
     blocks = [dialogue_lines(c, chars) for c in item["conversations"]]
