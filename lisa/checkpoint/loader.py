@@ -8,6 +8,7 @@ path (relative to the folder first); SAM from the checkpoint or an official ``.p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -69,7 +70,8 @@ def resolve_vision(cfg: LisaConfig, folder: Path, internal: dict, vision_tower: 
         raise CheckpointError(f"--vision-tower {vision_tower}: no folder with a config.json there")
     if clip_dir is not None:
         try:
-            clip = CLIPVisionModel.from_pretrained(str(clip_dir), local_files_only=True)
+            with _quiet():
+                clip = CLIPVisionModel.from_pretrained(str(clip_dir), local_files_only=True)
         except Exception as e:  # transformers raises OSError/ValueError variants
             raise CheckpointError(f"{clip_dir}: cannot load a CLIP vision model from this folder ({e})") from e
         vcfg = clip.config.to_dict()
@@ -80,7 +82,8 @@ def resolve_vision(cfg: LisaConfig, folder: Path, internal: dict, vision_tower: 
         return vcfg, None
     if ref:
         try:  # a hub name already present in the local Hugging Face cache
-            clip = CLIPVisionModel.from_pretrained(ref, local_files_only=True)
+            with _quiet():
+                clip = CLIPVisionModel.from_pretrained(ref, local_files_only=True)
             return clip.config.to_dict(), {"vision_tower.vision_tower." + k: v for k, v in clip.state_dict().items()}
         except Exception:
             pass
@@ -88,6 +91,21 @@ def resolve_vision(cfg: LisaConfig, folder: Path, internal: dict, vision_tower: 
         f"{folder}: the checkpoint has no CLIP vision-tower weights and the vision tower {ref!r} named in "
         "config.json was not found locally (no network access is used). Pass --vision-tower DIR with a "
         "local copy of the CLIP model (for LISA: openai/clip-vit-large-patch14).")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """transformers' own load report and progress bar would repeat what we check and show."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
 
 
 def _check_shapes(model: torch.nn.Module, state: dict, origin: dict, folder: Path) -> None:

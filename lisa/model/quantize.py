@@ -26,6 +26,9 @@ def make_bnb_config(quantization, compute_dtype: torch.dtype = torch.float16):
 
 
 def quantize_llm(model, quantization, device=None) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*inputs will be cast from.*during quantization")
     try:
         import bitsandbytes as bnb
     except ImportError as e:

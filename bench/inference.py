@@ -1,0 +1,178 @@
+"""Per-query inference latency: first query on an image, a follow-up on the same image, and a breakdown.
+
+    python bench/inference.py --preset medium            # the CPU target configuration
+    python bench/inference.py --preset lisa7b --device cuda --precision bf16 --tokens 10
+
+Weights are random (built from configs): latency does not depend on the values. Decoding is forced to
+run exactly --tokens steps (no early EOS), and one mask is decoded per query as if one [SEG] was
+produced. ``--baseline`` also times the original LISA algorithm on the same model (every new token
+re-runs the whole sequence including the vision tower; SAM re-encodes the image on every query).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from lisa.model.config import LisaConfig
+from lisa.model.generation import generate
+from lisa.model.lisa import LisaForSegmentation
+from lisa.model.sam import sam_config
+from lisa.model.splice import splice_image_features
+from lisa.preprocess import clip_preprocess, postprocess_masks, sam_preprocess
+
+PRESETS = {
+    "tiny": dict(llm=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
+                 clip=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=56, patch_size=14),
+                 sam=dict(image_size=128, patch_size=16, window_size=4, hidden_size=32, num_hidden_layers=2,
+                          num_attention_heads=2, global_attn_indexes=[1], prompt_dim=32, decoder_mlp_dim=64,
+                          decoder_heads=2), vocab=403),
+    "medium": dict(llm=dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8),
+                   clip=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                             image_size=224, patch_size=14),
+                   sam=dict(image_size=1024, patch_size=16, window_size=14, hidden_size=256, num_hidden_layers=4,
+                            num_attention_heads=4, global_attn_indexes=[1, 3], prompt_dim=256), vocab=32004),
+    "lisa7b": dict(llm=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32),
+                   clip=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                             image_size=224, patch_size=14),
+                   sam=dict(preset="vit_h"), vocab=32004),
+}
+
+
+def build(preset: str, dtype: torch.dtype, device: str) -> LisaForSegmentation:
+    p = PRESETS[preset]
+    llm = dict(model_type="llama", vocab_size=p["vocab"], max_position_embeddings=2048, rms_norm_eps=1e-6,
+               num_key_value_heads=p["llm"]["num_attention_heads"], **p["llm"])
+    clip = dict(model_type="clip_vision_model", hidden_act="quick_gelu", **p["clip"])
+    sam = sam_config(**p["sam"]).to_dict()
+    cfg = LisaConfig(llm=llm, vision=clip, sam=sam, mm_hidden_size=clip["hidden_size"],
+                     out_dim=sam["prompt_encoder_config"]["hidden_size"])
+    from transformers.initialization import no_init_weights
+    with torch.device(device), no_init_weights():
+        model = LisaForSegmentation(cfg, seg_token_id=p["vocab"] - 1)
+    for prm in model.parameters():
+        prm.data.normal_(0, 0.02)
+    return model.to(dtype).eval()
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def query(model, image, ids, n_tokens, device, cache=None):
+    """One query the way LisaPipeline runs it; returns the timing breakdown."""
+    t = {}
+    t0 = time.perf_counter()
+    if cache is None:
+        clip_px = clip_preprocess(image, model.config.clip_image_size)[None].to(device)
+        feats = model.encode_clip(clip_px)[0]
+        sync(device)
+        t1 = time.perf_counter()
+        sam_in = sam_preprocess(image, model.config.sam_image_size)
+        emb = model.encode_sam(sam_in.pixels[None].to(device))
+        sync(device)
+        t2 = time.perf_counter()
+        cache = (feats, emb, sam_in.resize)
+        t["vision_tower"], t["sam_encoder"] = t1 - t0, t2 - t1
+    else:
+        t["vision_tower"] = t["sam_encoder"] = 0.0
+        t2 = t0
+    feats, emb, resize = cache
+    gen = generate(model, ids, feats, max_new_tokens=n_tokens, eos_token_id=None)
+    sync(device)
+    t3 = time.perf_counter()
+    seg = model.seg_embeddings(gen.seg_hidden[:1] if gen.seg_hidden.shape[0] else
+                               torch.zeros(1, model.config.hidden_size, device=device,
+                                           dtype=next(model.llm.parameters()).dtype))
+    masks = model.decode_masks(emb, seg, resize, image.shape[:2])
+    _ = (masks > 0).cpu()
+    sync(device)
+    t4 = time.perf_counter()
+    t.update(prefill=gen.timings["prefill"], decode=gen.timings["decode"], mask_decode=t4 - t3,
+             total=t4 - t0, token_2=gen.token_times[1], token_last=gen.token_times[-1],
+             per_token=statistics.median(gen.token_times))
+    del t2
+    return t, cache
+
+
+@torch.no_grad()
+def original_algorithm(model, image, ids, n_tokens, device):
+    """The original LISA evaluate(): no KV cache, CLIP and SAM recomputed for every query/step."""
+    t0 = time.perf_counter()
+    seq = ids.clone().to(device)
+    clip_px = clip_preprocess(image, model.config.clip_image_size)[None].to(device)
+    for _ in range(n_tokens):
+        feats = model.encode_clip(clip_px)[0]
+        sp = splice_image_features(seq, model.llm.get_input_embeddings(), [feats])
+        h = model.decoder(inputs_embeds=sp.inputs_embeds, attention_mask=sp.attention_mask).last_hidden_state
+        nxt = model.lm_head(h[:, -1]).argmax(-1, keepdim=True)
+        seq = torch.cat([seq, nxt], 1)
+    sam_in = sam_preprocess(image, model.config.sam_image_size)
+    emb = model.encode_sam(sam_in.pixels[None].to(device))
+    seg = model.seg_embeddings(h[0, -1:])
+    _ = (postprocess_masks(model.prompter.decode(emb, seg), sam_in.resize, image.shape[:2],
+                           model.config.sam_image_size) > 0).cpu()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="medium")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--prompt_tokens", type=int, default=60, help="text tokens around the image token")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--baseline", action="store_true", help="also time the original algorithm")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    torch.manual_seed(0)
+    model = build(args.preset, dtype, args.device)
+    rng = np.random.default_rng(0)
+    ids = torch.tensor([[1] + rng.integers(3, 300, args.prompt_tokens // 2).tolist() + [-200]
+                        + rng.integers(3, 300, args.prompt_tokens // 2).tolist()])
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"preset={args.preset} params={n_params:.1f}M device={args.device} precision={args.precision} "
+          f"tokens={args.tokens} threads={torch.get_num_threads()}")
+    query(model, rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), ids, 4, args.device)  # warm-up
+    firsts, follows = [], []
+    for r in range(args.runs):
+        image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        t_first, cache = query(model, image, ids, args.tokens, args.device)
+        t_follow, _ = query(model, image, ids, args.tokens, args.device, cache)
+        firsts.append(t_first)
+        follows.append(t_follow)
+
+    def row(name, values):
+        v = [x * 1000 for x in values]
+        return f"{name:<22}{statistics.median(v):>10.1f}{min(v):>10.1f}{max(v):>10.1f}"
+
+    print(f"{'(ms)':<22}{'median':>10}{'min':>10}{'max':>10}")
+    print(row("first query", [t["total"] for t in firsts]))
+    print(row("follow-up query", [t["total"] for t in follows]))
+    for key in ("vision_tower", "sam_encoder", "prefill", "per_token", "token_2", "token_last", "mask_decode"):
+        print(row(f"  {key}", [t[key] for t in firsts]))
+    ratio = statistics.median(t["token_last"] for t in firsts) / statistics.median(t["token_2"] for t in firsts)
+    print(f"token {args.tokens} / token 2 cost ratio: {ratio:.2f}")
+    if args.baseline:
+        base = [original_algorithm(model, rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), ids, args.tokens,
+                                   args.device) for _ in range(max(1, args.runs // 2))]
+        b = statistics.median(base)
+        print(f"original algorithm (no KV cache, no image cache): {b * 1000:.1f} ms per query; "
+              f"speed-up first {b / statistics.median(t['total'] for t in firsts):.1f}x, "
+              f"follow-up {b / statistics.median(t['total'] for t in follows):.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""fp32 / bf16 / fp16 loading: every part in the asked dtype, and a query runs."""
+
+import numpy as np
+import pytest
+import torch
+
+from lisa.inference.pipeline import LisaPipeline, pick_device
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_half_precisions(tiny_ckpt, precision, dtype):
+    pipe = LisaPipeline.from_pretrained(tiny_ckpt, precision=precision, device="cpu", max_new_tokens=3, progress=False)
+    dtypes = {p.dtype for p in pipe.model.parameters()}
+    assert dtypes == {dtype}
+    img = np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    result = pipe(img, "What is in the picture?")
+    assert result.timings["tokens"] == len(result.output_ids)
+
+
+def test_device_selection():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            pick_device("cuda")
