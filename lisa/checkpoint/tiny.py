@@ -71,6 +71,32 @@ def make_tiny(out, seed: int = 0, preset: str = "tiny", format: str = "lisa", sh
     return model, tokenizer
 
 
+def make_tiny_llava(out, seed: int = 0, version: str = "v1.5", preset: str = "tiny"):
+    """A tiny base LLaVA folder (no SAM, no [SEG]) as training starts from: ``v1`` (linear projector,
+    ``<im_patch>/<im_start>/<im_end>`` in the tokenizer) or ``v1.5`` (2-layer GELU MLP projector)."""
+    from ..tokenization import train_llama_style_tokenizer
+    from .saver import save_pretrained
+
+    if version not in ("v1", "v1.5"):
+        raise ValueError("version must be 'v1' or 'v1.5'")
+    out = Path(out)
+    tokenizer = train_llama_style_tokenizer(TINY_TEXTS, TINY_PRESETS[preset]["vocab"], out / ".tokenizer_build")
+    if version == "v1":
+        tokenizer.add_tokens(["<im_patch>"], special_tokens=True)
+        tokenizer.add_tokens(["<im_start>", "<im_end>"], special_tokens=True)
+    torch.manual_seed(seed)
+    cfg = build_tiny_config(len(tokenizer), preset)
+    cfg.has_seg_head = False
+    cfg.sam = None
+    cfg.projector_type = "linear" if version == "v1" else "mlp2x_gelu"
+    cfg.mm_use_im_start_end = version == "v1"
+    model = LisaForSegmentation(cfg).eval()
+    save_pretrained(model, tokenizer, out, format="lisa", progress=False)
+    import shutil
+    shutil.rmtree(out / ".tokenizer_build", ignore_errors=True)
+    return model, tokenizer
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="lisa make-tiny", description=__doc__.splitlines()[0])
     ap.add_argument("out", help="output folder")
@@ -78,7 +104,13 @@ def main(argv=None) -> int:
     ap.add_argument("--format", choices=["lisa", "native"], default="lisa",
                     help="released LISA layout (.bin, CLIP as a subfolder) or our safetensors format")
     ap.add_argument("--shard_size", default=None, help="e.g. 200KB to write several shards with an index")
+    ap.add_argument("--llava", choices=["v1", "v1.5"], default=None,
+                    help="write a tiny base LLaVA model instead (what `lisa train --version` starts from)")
     args = ap.parse_args(argv)
+    if args.llava:
+        make_tiny_llava(args.out, seed=args.seed, version=args.llava)
+        print(f"wrote a tiny LLaVA {args.llava} checkpoint to {args.out}")
+        return 0
     make_tiny(args.out, seed=args.seed, format=args.format, shard_size=args.shard_size)
     print(f"wrote a tiny LISA checkpoint to {args.out}")
     return 0
