@@ -17,7 +17,6 @@ from lisa.data.templates import ANSWER_LIST, LONG_QUESTION_LIST, SHORT_QUESTION_
 from lisa.data.validation import build_val_dataset
 from lisa.data.vqa import VQASource, vqa_json_path
 
-SYSTEM_PREFIX = "A chat between a curious human and an artificial intelligence assistant."
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import torch
 from ..preprocess import clip_preprocess, sam_preprocess
 from .masks import IGNORE_LABEL
 from .problems import DataError, ProblemCounter, SampleProblem
-from .rng import EpochCounter, item_rng
+from .rng import EpochCounter, item_rng, worker_init_fn
 from .templates import build_conversation
 
 MAX_ATTEMPTS = 100
@@ -96,6 +96,7 @@ class FamilyDataset(torch.utils.data.Dataset):
     from ``item_rng(seed, rank, epoch, idx)`` (the index selects the draw, not a record)."""
 
     family = ""
+    worker_init_fn = staticmethod(worker_init_fn)  # for DataLoader(worker_init_fn=...)
 
     def __init__(self, sources: list[Source], *, samples_per_epoch: int = 10000,
                  num_classes_per_sample: int = 3, clip_size: int = 224, sam_size: int = 1024,

@@ -16,7 +16,7 @@ from .base import FamilyDataset
 from .problems import DataError, ProblemCounter
 from .reason_seg import DEFAULT_REASON_SEG_DATA, ReasonSegDataset
 from .refer_seg import DEFAULT_REFER_SEG_DATA, ReferSegDataset
-from .rng import EpochCounter, item_rng
+from .rng import EpochCounter, item_rng, worker_init_fn
 from .sem_seg import DEFAULT_SEM_SEG_DATA, SemSegDataset
 from .vqa import DEFAULT_VQA_DATA, VQADataset
 
@@ -57,6 +57,8 @@ def parse_rates(sample_rates: str, n: int) -> np.ndarray:
 
 
 class HybridDataset(torch.utils.data.Dataset):
+    worker_init_fn = staticmethod(worker_init_fn)  # for DataLoader(worker_init_fn=...)
+
     def __init__(self, families: list[FamilyDataset], rates, *, samples_per_epoch: int,
                  seed: int = 0, rank: int = 0, counter: ProblemCounter | None = None):
         if len(families) != len(rates):
