@@ -56,12 +56,21 @@ def test_cli_one_shot_and_interactive(tiny_ckpt, rgb_image, tmp_path):
     assert "File not found in" in r.stdout
 
 
-def test_cli_errors_are_clear(tiny_ckpt, tmp_path):
-    r = _lisa("chat", "--version", str(tmp_path / "nope"), "--image", "x.jpg", "--prompt", "hi")
-    assert r.returncode == 2 and "checkpoint folder not found" in r.stderr
+def test_cli_errors_are_clear(tiny_ckpt, tmp_path, capsys):
+    import pytest
+
+    from lisa.cli import main
+
+    assert main(["chat", "--version", str(tmp_path / "nope"), "--image", "x.jpg", "--prompt", "hi"]) == 2
+    assert "checkpoint folder not found" in capsys.readouterr().err
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image at all")
-    r = _lisa("chat", "--version", str(tiny_ckpt), "--image", str(bad), "--prompt", "hi", "--max_new_tokens", "2")
-    assert r.returncode == 2 and "cannot decode the image" in r.stderr
-    r = _lisa("chat", "--version", str(tiny_ckpt), "--image", str(bad))
-    assert r.returncode == 2 and "needs both --image and --prompt" in r.stderr
+    assert main(["chat", "--version", str(tiny_ckpt), "--image", str(bad), "--prompt", "hi",
+                 "--max_new_tokens", "2", "--device", "cpu", "--precision", "fp32"]) == 2
+    assert "cannot decode the image" in capsys.readouterr().err
+    assert main(["chat", "--version", str(tiny_ckpt), "--image", str(tmp_path / "missing.png"), "--prompt", "hi",
+                 "--max_new_tokens", "2", "--device", "cpu"]) == 2
+    assert "File not found in" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["chat", "--version", str(tiny_ckpt), "--image", str(bad)])
+    assert exc.value.code == 2 and "needs both --image and --prompt" in capsys.readouterr().err
