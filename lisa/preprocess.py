@@ -70,12 +70,12 @@ class SamInput:
 def sam_preprocess(image: np.ndarray, size: int = 1024) -> SamInput:
     h, w = image.shape[:2]
     new_h, new_w = sam_resize_shape(h, w, size)
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-    x = torch.from_numpy(np.array(resized)).permute(2, 0, 1).float()
-    mean = torch.tensor(SAM_MEAN).view(3, 1, 1)
-    std = torch.tensor(SAM_STD).view(3, 1, 1)
-    x = (x - mean) / std
-    x = F.pad(x, (0, size - new_w, 0, size - new_h))
+    resized = torch.from_numpy(np.array(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR)))
+    # normalise in place inside the zero-padded canvas (same arithmetic as (x - mean) / std, then pad)
+    x = torch.zeros((3, size, size), dtype=torch.float32)
+    view = x[:, :new_h, :new_w]
+    view.copy_(resized.permute(2, 0, 1))
+    view.sub_(torch.tensor(SAM_MEAN).view(3, 1, 1)).div_(torch.tensor(SAM_STD).view(3, 1, 1))
     return SamInput(x, (new_h, new_w), (h, w))
 
 
