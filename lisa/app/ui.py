@@ -163,26 +163,28 @@ def build_ui(app: SegmentApp, examples: list[list[str]] | None = None, title: st
         state = gr.State({"key": None, "history": []})
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="numpy", label="Input image", sources=["upload", "clipboard"])
+                image = gr.Image(type="numpy", label="Input image", sources=["upload", "clipboard"], height=360)
                 prompt = gr.Textbox(label="Instruction", lines=2, placeholder="Can you segment the ... in this image?")
                 with gr.Row():
                     submit = gr.Button("Segment", variant="primary")
                     clear = gr.Button("New conversation")
                 status = gr.Markdown(label="Status")
+                if examples:
+                    gr.Examples(examples=examples, inputs=[image, prompt], label="Examples (synthetic shapes)")
             with gr.Column():
-                overlay = gr.Image(type="numpy", label="Masks overlaid", interactive=False, format="png")
+                overlay = gr.Image(type="numpy", label="Masks overlaid", interactive=False, format="png", height=360)
                 answer = gr.Textbox(label="Answer", interactive=False, lines=2)
-                files = gr.File(label="Masks (PNG, one per [SEG])", file_count="multiple", interactive=False)
                 timing = gr.Markdown(label="Timing")
-        conversation = gr.HTML(render_conversation([]), label="Conversation")
-        colours = " ".join(f"<span style='color:rgb{c}'>■</span>" for c in PALETTE)
-        gr.HTML(f"<small>Mask colours in order: {colours}</small>")
-        if examples:
-            gr.Examples(examples=examples, inputs=[image, prompt], label="Examples (synthetic shapes)")
+                conversation = gr.HTML(render_conversation([]), label="Conversation")
+                files = gr.File(label="Masks (PNG, one per [SEG])", file_count="multiple", interactive=False,
+                                height=140)
+                colours = " ".join(f"<span style='color:rgb{c}'>&#9632;</span>" for c in PALETTE)
+                gr.HTML(f"<small>Mask colours in order: {colours}</small>")
 
         outputs = [overlay, files, answer, conversation, timing, status, state]
         submit.click(app.respond, [image, prompt, state], outputs, api_name="segment", concurrency_limit=1)
         prompt.submit(app.respond, [image, prompt, state], outputs, api_name=False, concurrency_limit=1)
         clear.click(app.reset, None, outputs, api_name="reset")
         image.clear(app.reset, None, outputs, api_name=False)
+        image.upload(app.reset, None, outputs, api_name=False)
     return demo

@@ -1,0 +1,71 @@
+"""The app's request handler in process, with the tiny model: masks, multi-turn state, escaping, refusals."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lisa.app.ui import SegmentApp, render_conversation, shapes_examples
+from lisa.inference.visualize import overlay_all
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_ckpt):
+    from lisa.inference.pipeline import LisaPipeline
+
+    return LisaPipeline.from_pretrained(tiny_ckpt, device="cpu", max_new_tokens=6, progress=False)
+
+
+def test_respond_gives_overlay_mask_files_and_multi_turn(pipe, rgb_image, tmp_path):
+    app = SegmentApp(pipe, max_prompt_chars=200, work_dir=tmp_path)
+    prompt = "Segment <b>this</b> & that [SEG] — 日本語"
+    overlay, files, answer, convo, timing, status, state = app.respond(rgb_image, prompt, None)
+    expected = pipe(rgb_image, prompt)
+    assert answer == expected.text and status == ""
+    assert len(files) == len(expected.masks) == 1
+    saved = np.asarray(Image.open(files[0])) > 0
+    np.testing.assert_array_equal(saved, expected.masks[0])
+    assert overlay.shape == rgb_image.shape
+    changed = np.any(overlay != rgb_image, axis=-1)
+    assert changed.any() and not changed[~expected.masks[0]].any()
+    np.testing.assert_array_equal(overlay, overlay_all(rgb_image, expected.masks))
+    assert "&lt;b&gt;this&lt;/b&gt; &amp; that [SEG] — 日本語" in convo and "<b>this</b>" not in convo
+    assert "total" in timing and "1 mask(s)" in timing
+
+    # second turn, same image: history kept, the encoding reused, the first turn's mask not repeated
+    overlay2, files2, answer2, convo2, timing2, _, state2 = app.respond(rgb_image, "and now?", state)
+    assert state2["history"] == [(prompt, answer), ("and now?", answer2)]
+    assert answer2 == pipe(rgb_image, "and now?", history=[(prompt, answer)]).text
+    assert "image encoding reused" in timing2
+    assert convo2.count("lisa-user") == 2
+    assert len(files2 or []) == answer2.count("[SEG]")
+
+    # a different image starts a new conversation
+    other = np.ascontiguousarray(rgb_image[::-1])
+    *_, state3 = app.respond(other, "hello", state2)
+    assert [u for u, _ in state3["history"]] == ["hello"]
+
+
+def test_respond_refuses_with_visible_messages(pipe, rgb_image, tmp_path):
+    app = SegmentApp(pipe, max_prompt_chars=50, work_dir=tmp_path)
+    state = {"key": None, "history": []}
+    calls_before = pipe.cache.hits + pipe.cache.misses
+    for image, prompt, expect in [(None, "hi", "Upload an image"), (rgb_image, "  ", "Type an instruction"),
+                                  (rgb_image, "ü" * 51, "51 characters, the limit is 50")]:
+        overlay, files, answer, _, _, status, new_state = app.respond(image, prompt, state)
+        assert expect in status and overlay is None and files is None and answer == ""
+        assert new_state == state
+    assert pipe.cache.hits + pipe.cache.misses == calls_before  # the model was never called
+
+
+def test_render_conversation_escapes_everything():
+    out = render_conversation([("<script>alert(1)</script>", "a < b & \"c\"")])
+    assert "<script>" not in out and "&lt;script&gt;" in out and "a &lt; b &amp; &quot;c&quot;" in out
+
+
+def test_shapes_examples_are_images_with_prompts(tmp_path):
+    rows = shapes_examples(tmp_path, n=2)
+    assert len(rows) >= 2
+    for path, prompt in rows:
+        with Image.open(path) as img:
+            assert img.mode == "RGB" and min(img.size) > 32
+        assert prompt.strip() and prompt[0].isupper()
