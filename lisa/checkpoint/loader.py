@@ -177,8 +177,15 @@ def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: s
     seg_id = seg_token_id(tokenizer) if cfg.has_seg_head else None
 
     dtype = resolve_dtype(precision)
-    with no_init_weights():
-        model = LisaForSegmentation(cfg, seg_token_id=seg_id)
+    # Parameters are allocated directly in the target dtype and never initialised (they are loaded
+    # next), so a 7B/13B model costs its loaded size in memory, not an fp32 copy first.
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype if dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32)
+    try:
+        with no_init_weights():
+            model = LisaForSegmentation(cfg, seg_token_id=seg_id)
+    finally:
+        torch.set_default_dtype(previous)
     for part in new_parts:
         _initialise(getattr(model, part))
     _check_shapes(model, internal, origin, folder)
