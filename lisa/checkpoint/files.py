@@ -20,13 +20,38 @@ WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json"
 SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def load_torch_file(path: str | Path) -> dict[str, torch.Tensor]:
+class SafetensorRef:
+    """A tensor of a safetensors file, read only when ``load()`` is called (shape known up front)."""
+
+    __slots__ = ("path", "key", "shape", "dtype")
+
+    def __init__(self, path: Path, key: str, shape, dtype: str):
+        self.path, self.key, self.shape, self.dtype = path, key, torch.Size(shape), dtype
+
+    def load(self) -> torch.Tensor:
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                return f.get_tensor(self.key)
+        except Exception as e:
+            raise CheckpointError(f"{self.path}: cannot read tensor {self.key} ({e})") from e
+
+
+def materialize(value) -> torch.Tensor:
+    return value.load() if isinstance(value, SafetensorRef) else value
+
+
+def load_torch_file(path: str | Path, lazy: bool = False) -> dict:
+    """A state dict from a file. With ``lazy``, safetensors values are :class:`SafetensorRef` and
+    ``.bin``/``.pth`` zip files are memory-mapped, so nothing large is read yet."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as f:
+                if lazy:
+                    return {k: SafetensorRef(path, k, f.get_slice(k).get_shape(), f.get_slice(k).get_dtype())
+                            for k in f.keys()}
                 return {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:  # safetensors raises its own error types for truncated headers
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
@@ -75,8 +100,8 @@ def weight_files(folder: str | Path) -> tuple[list[Path], Path | None]:
     raise CheckpointError(f"{folder}: no weights found (expected {', '.join(SINGLE_FILES)} or a sharded index)")
 
 
-def read_folder(folder: str | Path, progress: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
-    """All tensors of a checkpoint folder and, for each key, the file it came from."""
+def read_folder(folder: str | Path, progress: bool = True, lazy: bool = False) -> tuple[dict, dict[str, Path]]:
+    """All tensors of a checkpoint folder (lazy: see :func:`load_torch_file`) and each key's file."""
     from tqdm.auto import tqdm
 
     files, index = weight_files(folder)
@@ -86,7 +111,7 @@ def read_folder(folder: str | Path, progress: bool = True) -> tuple[dict[str, to
     if index is not None:
         expected = json.loads(index.read_text())["weight_map"]
     for path in tqdm(files, desc="Loading shards", disable=not progress or len(files) < 2, unit="shard"):
-        part = load_torch_file(path)
+        part = load_torch_file(path, lazy=lazy)
         if expected is not None:
             want = {k for k, f in expected.items() if f == path.name}
             lacking = sorted(want - set(part))

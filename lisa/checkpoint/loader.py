@@ -21,7 +21,7 @@ from ..model.config import LisaConfig
 from ..model.lisa import LisaForSegmentation
 from ..model.sam import sam_config
 from .errors import CheckpointError, first
-from .files import read_folder
+from .files import materialize, read_folder
 from .layout import clip_config_from_tensors, lisa_to_internal
 from .sam_keys import load_sam_checkpoint, sam_config_for
 
@@ -135,7 +135,7 @@ def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: s
         raise CheckpointError(f"{folder}: checkpoint folder not found")
     cfg = read_config(folder)
     tokenizer = load_tokenizer(folder, model_max_length=model_max_length)
-    tensors, origin = read_folder(folder, progress=progress)
+    tensors, origin = read_folder(folder, progress=progress, lazy=True)
     internal, ignored = lisa_to_internal(tensors)
     origin = {k2: origin.get(k) for k, k2 in _renamed(tensors, internal)}
 
@@ -200,7 +200,7 @@ def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: s
         raise CheckpointError(f"{where}: unexpected keys (not part of this model): {first(bad)}")
     if ignored:
         log.info("ignored %d stale keys (e.g. %s)", len(ignored), ignored[0])
-    model.load_state_dict(internal, strict=False, assign=dtype is None)
+    _load_by_file(model, internal, origin, assign=dtype is None, progress=progress)
     if dtype is not None:
         model.to(dtype)
     if len(tokenizer) != model.llm.get_input_embeddings().weight.shape[0]:
@@ -216,6 +216,18 @@ def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: s
     elif device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def _load_by_file(model, internal: dict, origin: dict, assign: bool, progress: bool) -> None:
+    """Copy weights in file by file, so that at most one shard is held in memory at a time."""
+    from tqdm.auto import tqdm
+
+    groups: dict = {}
+    for k, v in internal.items():
+        groups.setdefault(str(origin.get(k) or ""), {})[k] = v
+    for _, part in tqdm(sorted(groups.items()), desc="Loading weights", disable=not progress or len(groups) < 3,
+                        unit="file"):
+        model.load_state_dict({k: materialize(v) for k, v in part.items()}, strict=False, assign=assign)
 
 
 def _renamed(tensors, internal):
