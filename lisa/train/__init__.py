@@ -1,0 +1,14 @@
+"""LoRA training of LISA / LLaVA models through DeepSpeed (``lisa train``).
+
+Python API: ``lisa.train.run(args) -> run_dir`` with an argparse namespace (``lisa.train.args``)
+or a dict of flag names, e.g. ``run({"version": "ckpt", "dataset_dir": "data", "epochs": 1})``.
+"""
+
+
+def run(args, **kwargs):
+    from .run import run as _run
+
+    return _run(args, **kwargs)
+
+
+__all__ = ["run"]

@@ -1,0 +1,170 @@
+"""``lisa train`` flags: the original ``train_ds.py`` names and defaults, plus what this project adds.
+
+Store-true flags that the original could not turn off (``--train_mask_decoder``,
+``--gradient_checkpointing``, ``--use_mm_start_end``, ``--auto_resume``) keep their default True and
+get a ``--no_*`` counterpart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+# LLaVA-1.5's task-LoRA recipe (finetune_task_lora.sh): r 128, alpha 256, every linear layer of the
+# LLM, the projector trained with its own learning rate, lm_head / embeddings left frozen.
+LORA_PRESETS = {
+    "lisa": dict(lora_r=8, lora_alpha=16, lora_dropout=0.05, lora_target_modules="q_proj,v_proj"),
+    "llava15": dict(lora_r=128, lora_alpha=256, lora_dropout=0.05,
+                    lora_target_modules="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                    lr=2e-4, mm_projector_lr=2e-5, train_embeddings=False),
+}
+
+ORIGINAL_DEFAULT_RATES = "9,3,3,1"
+
+
+def _bool_pair(ap: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
+    ap.add_argument(f"--{name}", dest=name, action="store_true", default=default, help=help)
+    ap.add_argument(f"--no_{name}", dest=name, action="store_false", help=f"turn --{name} off")
+
+
+def build_parser(prog: str = "lisa train") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description="Train LISA (or plain LLaVA) with LoRA through DeepSpeed.")
+    a = ap.add_argument
+    # ---- as in train_ds.py ---------------------------------------------------------------------
+    a("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
+      help="set by the deepspeed launcher (otherwise from LOCAL_RANK)")
+    a("--version", default="liuhaotian/llava-llama-2-13b-chat-lightning-preview",
+      help="base LLaVA folder or a LISA checkpoint folder to fine-tune")
+    a("--vis_save_path", default="./vis_output", help="accepted for compatibility; unused")
+    a("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
+    a("--image_size", type=int, default=1024, help="SAM input size (the model's SAM decides)")
+    a("--model_max_length", type=int, default=512)
+    a("--lora_r", type=int, default=8)
+    a("--vision-tower", "--vision_tower", dest="vision_tower", default=None,
+      help="local CLIP folder (default: the one the model config names)")
+    a("--load_in_8bit", action="store_true", help="accepted for compatibility; unused")
+    a("--load_in_4bit", action="store_true", help="accepted for compatibility; unused")
+    a("--dataset", default="sem_seg||refer_seg||vqa||reason_seg")
+    a("--sample_rates", default=ORIGINAL_DEFAULT_RATES)
+    a("--sem_seg_data", default="ade20k||cocostuff||pascal_part||paco_lvis||mapillary")
+    a("--refer_seg_data", default="refclef||refcoco||refcoco+||refcocog")
+    a("--vqa_data", default="llava_instruct_150k")
+    a("--reason_seg_data", default="ReasonSeg|train")
+    a("--val_dataset", default="ReasonSeg|val", help="one set, or several joined by '||'")
+    a("--dataset_dir", default="./dataset")
+    a("--log_base_dir", default="./runs")
+    a("--exp_name", default="lisa")
+    a("--epochs", type=int, default=10)
+    a("--steps_per_epoch", type=int, default=500)
+    a("--batch_size", type=int, default=2, help="per device and micro-step")
+    a("--grad_accumulation_steps", type=int, default=10)
+    a("--val_batch_size", type=int, default=1)
+    a("--workers", type=int, default=4)
+    a("--lr", type=float, default=0.0003)
+    a("--ce_loss_weight", type=float, default=1.0)
+    a("--dice_loss_weight", type=float, default=0.5)
+    a("--bce_loss_weight", type=float, default=2.0)
+    a("--lora_alpha", type=int, default=16)
+    a("--lora_dropout", type=float, default=0.05)
+    a("--lora_target_modules", default="q_proj,v_proj")
+    a("--explanatory", type=float, default=0.1)
+    a("--beta1", type=float, default=0.9)
+    a("--beta2", type=float, default=0.95)
+    a("--num_classes_per_sample", type=int, default=3)
+    a("--exclude_val", action="store_true", help="accepted for compatibility; no-op as in the original")
+    a("--no_eval", action="store_true")
+    a("--eval_only", action="store_true")
+    a("--vision_pretrained", default="PATH_TO_SAM_ViT-H",
+      help="official SAM .pth (needed when --version is a base LLaVA model)")
+    a("--out_dim", type=int, default=256)
+    a("--resume", default="", help="DeepSpeed checkpoint folder (ckpt_model or one of its global_step* tags)")
+    a("--print_freq", type=int, default=1)
+    a("--start_epoch", type=int, default=0, help="accepted for compatibility; resume decides")
+    _bool_pair(ap, "gradient_checkpointing", True, "recompute LLM activations in backward (default on)")
+    _bool_pair(ap, "train_mask_decoder", True, "train SAM's mask decoder (default on)")
+    _bool_pair(ap, "use_mm_start_end", True, "wrap <image> in <im_start>/<im_end> (default on)")
+    _bool_pair(ap, "auto_resume", True, "continue from runs/<exp>/ckpt_model when it exists (default on)")
+    a("--conv_type", default="llava_v1", choices=["llava_v1", "llava_llama_2"])
+    # ---- added by this project -----------------------------------------------------------------
+    a("--seed", type=int, default=0)
+    a("--sam_config", default=None, help="SamConfig JSON for a SAM other than ViT-H")
+    a("--deepspeed_config", "--deepspeed-config", dest="deepspeed_config", default=None,
+      help="DeepSpeed JSON replacing the built-in ZeRO-2 config (e.g. ZeRO-3, offload)")
+    a("--deepspeed", action="store_true", help="accepted (set by some launch scripts); DeepSpeed is always used")
+    a("--save_steps", type=int, default=0, help="also save a checkpoint every N optimizer steps")
+    a("--warmup_steps", type=int, default=100, help="linear warm-up steps of WarmupDecayLR")
+    a("--weight_decay", type=float, default=0.0)
+    a("--max_bad_steps", type=int, default=10,
+      help="stop after this many optimizer steps in a row with a non-finite loss")
+    a("--no_seg", action="store_true", help="plain LLaVA fine-tuning: no [SEG], no SAM, text loss only")
+    a("--image_folder", default=None, help="image folder of --vqa_data (default <dataset_dir>/coco/train2017)")
+    a("--lora_preset", default=None, choices=sorted(LORA_PRESETS),
+      help="llava15: LLaVA-1.5 task LoRA (r 128, alpha 256, all LLM linears, projector lr 2e-5)")
+    a("--mm_projector_lr", type=float, default=None, help="train the projector with this learning rate")
+    _bool_pair(ap, "train_embeddings", True, "train the full lm_head and embed_tokens (default on, as LISA)")
+    a("--strict_data", action="store_true", help="stop at the first unusable sample instead of skipping it")
+    a("--wandb", action="store_true", help="also log to Weights & Biases (needs the wandb package)")
+    a("--max_steps", type=int, default=0, help="stop after this many optimizer steps in total (0: all epochs)")
+    a("--protocol", default="teacher", choices=["teacher", "generate"], help="validation protocol")
+    a("--all_queries", action="store_true", help="validate on every query text of an image")
+    a("--save_masks", default=None, help="with --eval_only: write predicted masks to this folder")
+    a("--max_new_tokens", type=int, default=32, help="answer length for --protocol generate")
+    a("--tag", default=None, help="checkpoint tag to resume / evaluate (default: the newest complete one)")
+    return ap
+
+
+def _explicit(argv: list[str], name: str) -> bool:
+    return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv)
+
+
+def resolve(args: argparse.Namespace, argv: list[str] | None = None) -> argparse.Namespace:
+    """Apply the LoRA preset (explicit flags win), derive rank/world, check values."""
+    argv = list(argv or [])
+    if args.lora_preset:
+        for key, value in LORA_PRESETS[args.lora_preset].items():
+            if not _explicit(argv, key):
+                setattr(args, key, value)
+    names = [n for n in args.dataset.split("||") if n]
+    if not names:
+        raise ValueError("--dataset is empty")
+    if len(args.sample_rates.split(",")) != len(names) and not _explicit(argv, "sample_rates"):
+        args.sample_rates = ",".join("1" for _ in names)  # the original default only fits 4 datasets
+    for key in ("epochs", "steps_per_epoch", "batch_size", "grad_accumulation_steps", "lora_r", "print_freq"):
+        if getattr(args, key) < 1:
+            raise ValueError(f"--{key} must be >= 1, got {getattr(args, key)}")
+    if args.val_batch_size != 1:
+        raise ValueError("--val_batch_size must be 1 (one image per validation step, as the original)")
+    if args.local_rank is None:
+        args.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if args.deepspeed_config and not os.path.isfile(args.deepspeed_config):
+        raise ValueError(f"--deepspeed_config {args.deepspeed_config}: file not found")
+    args.lora_targets = [t.strip() for t in args.lora_target_modules.split(",") if t.strip()]
+    if not args.lora_targets:
+        raise ValueError("--lora_target_modules is empty")
+    return args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    argv = list(argv or [])
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return resolve(args, argv)
+    except ValueError as e:
+        ap.error(str(e))
+
+
+def namespace(**overrides) -> argparse.Namespace:
+    """Defaults of every flag with ``overrides`` applied (the Python API's way to build args)."""
+    unknown = set(overrides) - set(vars(build_parser().parse_args([])))
+    if unknown:
+        raise TypeError(f"unknown training options: {sorted(unknown)}")
+    args = build_parser().parse_args([])
+    for k, v in overrides.items():
+        setattr(args, k, v)
+    return resolve(args, [f"--{k}" for k in overrides])
+
+
+def to_json(args: argparse.Namespace) -> str:
+    return json.dumps(vars(args), indent=2, sort_keys=True, default=str)

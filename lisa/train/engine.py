@@ -1,0 +1,116 @@
+"""The DeepSpeed config (the original's, built in code) and engine creation.
+
+The optimizer is ``torch.optim.AdamW`` handed to DeepSpeed as a client optimizer, so none of
+DeepSpeed's compiled optimizers is needed; the schedule is DeepSpeed's own ``WarmupDecayLR``
+(linear warm-up from 0 to ``--lr`` over ``--warmup_steps`` optimizer steps, then linear decay to 0
+at ``epochs * steps_per_epoch``), taken from the config as the original did.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+import torch
+
+log = logging.getLogger("lisa.train")
+
+
+def default_config(args) -> dict:
+    """reference 3.4, with the schedule's warm-up length a flag (default 100 as the original)."""
+    total = max(1, args.epochs * args.steps_per_epoch)
+    return {
+        "train_micro_batch_size_per_gpu": args.batch_size,
+        "gradient_accumulation_steps": args.grad_accumulation_steps,
+        "optimizer": {"type": "AdamW", "params": {"lr": args.lr, "weight_decay": args.weight_decay,
+                                                  "betas": [args.beta1, args.beta2]}},
+        "scheduler": {"type": "WarmupDecayLR", "params": {
+            "total_num_steps": total, "warmup_min_lr": 0, "warmup_max_lr": args.lr,
+            "warmup_num_steps": max(2, min(args.warmup_steps, total)), "warmup_type": "linear"}},
+        "fp16": {"enabled": args.precision == "fp16"},
+        "bf16": {"enabled": args.precision == "bf16"},
+        "gradient_clipping": 1.0,
+        "zero_optimization": {"stage": 2, "contiguous_gradients": True, "overlap_comm": True,
+                              "reduce_scatter": True, "reduce_bucket_size": 5e8,
+                              "allgather_bucket_size": 5e8},
+    }
+
+
+def load_config(args) -> dict:
+    """The built-in config, or ``--deepspeed_config`` with batch sizes / precision / schedule
+    filled in from the flags where the file leaves them out or says ``"auto"``."""
+    base = default_config(args)
+    if not args.deepspeed_config:
+        return base
+    try:
+        with open(args.deepspeed_config, encoding="utf-8") as f:
+            user = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--deepspeed_config {args.deepspeed_config}: malformed JSON ({e})") from e
+    if not isinstance(user, dict):
+        raise ValueError(f"--deepspeed_config {args.deepspeed_config}: expected a JSON object")
+    cfg = copy.deepcopy(user)
+    for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
+                "optimizer", "scheduler", "fp16", "bf16"):
+        if cfg.get(key, "auto") == "auto":
+            cfg[key] = base[key]
+    cfg.pop("train_batch_size", None) if cfg.get("train_batch_size") == "auto" else None
+    for section in ("optimizer", "scheduler"):
+        params = cfg[section].get("params", {})
+        for k, v in list(params.items()):
+            if v == "auto":
+                params[k] = base[section]["params"].get(k)
+    return cfg
+
+
+def param_groups(model: torch.nn.Module, lr: float, weight_decay: float, projector_lr: float | None):
+    main, projector = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (projector if name.startswith("mm_projector.") and projector_lr is not None else main).append(p)
+    groups = [{"params": main, "lr": lr, "weight_decay": weight_decay}]
+    if projector:
+        groups.append({"params": projector, "lr": projector_lr, "weight_decay": weight_decay})
+    return groups
+
+
+def make_optimizer(model, ds_config: dict, args) -> torch.optim.Optimizer:
+    opt = ds_config.pop("optimizer", None) or {}
+    kind = str(opt.get("type", "AdamW")).lower()
+    if kind not in ("adamw", "adam"):
+        raise ValueError(f"DeepSpeed config optimizer {opt.get('type')!r}: only Adam/AdamW are supported "
+                         "(as a torch optimizer, no compiled DeepSpeed ops)")
+    p = opt.get("params", {})
+    lr = float(p.get("lr", args.lr))
+    wd = float(p.get("weight_decay", args.weight_decay))
+    betas = tuple(p.get("betas", (args.beta1, args.beta2)))
+    groups = param_groups(model, lr, wd, args.mm_projector_lr)
+    if kind == "adam" and wd:
+        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=float(p.get("eps", 1e-8)), weight_decay=wd)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=float(p.get("eps", 1e-8)), weight_decay=wd)
+
+
+def create_engine(model: torch.nn.Module, args):
+    """(engine, ds_config). The process group must exist (``dist.init_deepspeed_distributed``)."""
+    import deepspeed
+
+    ds_config = load_config(args)
+    optimizer = make_optimizer(model, ds_config, args)
+    ds_config["zero_allow_untested_optimizer"] = True
+    zero = ds_config.get("zero_optimization", {})
+    if any(isinstance(zero.get(k), dict) and zero[k].get("device", "none") != "none"
+           for k in ("offload_optimizer", "offload_param")):
+        ds_config.setdefault("zero_force_ds_cpu_optimizer", False)
+    sched = ds_config.get("scheduler")
+    if sched and args.mm_projector_lr is not None and sched.get("type") == "WarmupDecayLR":
+        # one max lr per param group (projector group at its own rate)
+        sched["params"]["warmup_max_lr"] = [g["lr"] for g in optimizer.param_groups]
+        sched["params"]["warmup_min_lr"] = [0.0 for _ in optimizer.param_groups]
+    resolved = copy.deepcopy(ds_config)
+    resolved["optimizer"] = {"type": type(optimizer).__name__, "params": {
+        "lr": [g["lr"] for g in optimizer.param_groups], "betas": list(optimizer.defaults["betas"]),
+        "weight_decay": optimizer.defaults["weight_decay"]}}
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+    return engine, resolved

@@ -1,0 +1,170 @@
+"""``run(args) -> run_dir``: one training (or ``--eval_only``) run, from flags to checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import torch
+
+from . import checkpointing, dist
+from .args import namespace, to_json
+
+log = logging.getLogger("lisa.train")
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+RUN_MODEL_FILE = "model_config.json"
+
+
+def _setup_logging() -> None:
+    level = logging.INFO if dist.is_main() else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("lisa").setLevel(level)
+    try:
+        from deepspeed.utils import logger as ds_logger
+        ds_logger.setLevel(logging.WARNING)
+    except ImportError:
+        pass
+
+
+def build_val_sets(args, model_config) -> list:
+    from ..data import build_val_dataset
+
+    names = [n for n in args.val_dataset.split("||") if n]
+    return [(n, build_val_dataset(args.dataset_dir, n, clip_size=model_config.clip_image_size,
+                                  sam_size=model_config.sam_image_size, conv_type=args.conv_type,
+                                  use_mm_start_end=model_config.mm_use_im_start_end, strict=args.strict_data))
+            for n in names]
+
+
+def write_run_files(run_dir: Path, args, model, tokenizer, lora, ds_config) -> None:
+    import deepspeed
+    import transformers
+
+    resolved = json.loads(to_json(args))
+    resolved["deepspeed_config"] = ds_config
+    resolved["world_size"] = dist.world_size()
+    resolved["versions"] = {"torch": torch.__version__, "deepspeed": deepspeed.__version__,
+                            "transformers": transformers.__version__}
+    checkpointing.atomic_write(run_dir / "config.json", json.dumps(resolved, indent=2, default=str))
+    info = {"format": "lisa-run", "format_version": 1, "lisa_config": model.config.to_dict(),
+            "seg_token_id": model.seg_token_id, "base": args.version, "precision": args.precision,
+            "lora": {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "targets": lora.targets,
+                     "modules": lora.modules}}
+    checkpointing.atomic_write(run_dir / RUN_MODEL_FILE, json.dumps(info, indent=2, default=str))
+    tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+
+
+def write_metrics(run_dir: Path, results: list[dict]) -> Path:
+    out = run_dir / "metrics.json"
+    data = results[0] if len(results) == 1 else {"sets": results}
+    checkpointing.atomic_write(out, json.dumps(data, indent=2))
+    return out
+
+
+def _validate_fn(args, model, tokenizer, val_sets, run_dir):
+    from ..evaluation import evaluate, format_table
+
+    def validate(epoch: int) -> dict | None:
+        results = [evaluate(model, tokenizer, ds, args.protocol, all_queries=args.all_queries,
+                            conv_type=args.conv_type, max_new_tokens=args.max_new_tokens, name=name)
+                   for name, ds in val_sets]
+        if dist.is_main():
+            print(format_table(results), flush=True)
+            write_metrics(run_dir, results)
+        first = results[0]
+        log.info("epoch %d: giou: %.4f, ciou: %.4f", epoch, first["giou"], first["ciou"])
+        return first
+
+    return validate
+
+
+def eval_only(args, run_dir: Path) -> Path:
+    from ..evaluation.cli import load_model_for_eval, run_eval
+
+    if not args.resume and args.auto_resume and checkpointing.locate(run_dir / "ckpt_model") is not None:
+        args.resume = str(run_dir)  # as the original: --eval_only evaluates the run's checkpoint if any
+        log.info("--eval_only: evaluating the checkpoint of %s (auto_resume)", run_dir)
+    model, tokenizer = load_model_for_eval(args)
+    run_eval(args, model, tokenizer, run_dir)
+    return run_dir
+
+
+def run(args: Namespace | dict, *, on_step=None) -> Path:
+    """Train (or evaluate with ``eval_only``) as ``lisa train`` does; returns the run folder.
+
+    ``args``: the parsed flags, or a dict of flag names to values (defaults for the rest).
+    ``on_step``: optional callable(trainer) after every optimizer step (tests, demos).
+    """
+    if isinstance(args, dict):
+        args = namespace(**args)
+    run_dir = Path(args.log_base_dir) / args.exp_name
+    dist.init_deepspeed_distributed(args.local_rank)
+    _setup_logging()
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    if args.eval_only:
+        return eval_only(args, run_dir)
+
+    from .data import build_dataset, make_collate
+    from .engine import create_engine
+    from .logs import ScalarWriter
+    from .loop import Trainer
+    from .setup import build_model, count_parameters
+
+    model, tokenizer, lora = build_model(args)
+    total, trainable = count_parameters(model)
+    log.info("parameters: %.2fM total, %.2fM trainable; LoRA on %d modules", total / 1e6, trainable / 1e6,
+             len(lora.modules))
+    val_sets = []
+    if not args.no_eval:
+        if model.config.has_seg_head:
+            val_sets = build_val_sets(args, model.config)
+        else:
+            log.info("plain LLaVA model: no gIoU validation (--no_eval implied)")
+    dataset = build_dataset(args, model.config, dist.rank())
+    collate_fn = make_collate(args, tokenizer, model.config)
+    engine, ds_config = create_engine(model, args)
+    if dist.is_main():
+        write_run_files(run_dir, args, model, tokenizer, lora, ds_config)
+
+    ckpt_dir = run_dir / "ckpt_model"
+    state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "best_giou": -1.0, "best_ciou": -1.0,
+             "best_tag": None, "bad_steps": 0, "samples_seen": 0}
+    where = None
+    if args.resume:
+        where = checkpointing.locate(args.resume, args.tag)
+        if where is None:
+            raise ValueError(f"--resume {args.resume}: no complete DeepSpeed checkpoint there")
+    elif args.auto_resume:
+        if dist.is_main():
+            removed = checkpointing.remove_incomplete(ckpt_dir)
+            if removed:
+                log.warning("removed incomplete checkpoint folders %s", removed)
+        dist.barrier()
+        where = checkpointing.locate(ckpt_dir)
+    if where is not None:
+        state.update(checkpointing.load(engine, *where))
+        log.info("resumed from %s at step %d", where[0] / where[1], state["global_step"])
+
+    writer = ScalarWriter(run_dir, args.wandb, vars(args), args.exp_name) if dist.is_main() else None
+    trainer = Trainer(engine, args, run_dir, dataset, collate_fn, DTYPES[args.precision], state, writer,
+                      _validate_fn(args, engine.module, tokenizer, val_sets, run_dir) if val_sets else None,
+                      on_step)
+    spe = args.steps_per_epoch
+    start_epoch, start_step = divmod(state["global_step"], spe)
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            if not trainer.train_epoch(epoch, start_step if epoch == start_epoch else 0):
+                break
+            trainer.end_of_epoch(epoch)
+            if args.max_steps and state["global_step"] >= args.max_steps:
+                break
+    finally:
+        if writer is not None:
+            writer.close()
+    return run_dir
