@@ -124,7 +124,8 @@ def test_worker_groups_a_turn_by_image_and_bounds_the_queue():
         first = asyncio.ensure_future(worker.run(_image(9), "first"))
         await asyncio.get_running_loop().run_in_executor(None, pipe.started.wait, 5)
         # the worker is busy with "first": these four wait in the queue, the fifth does not fit
-        rest = [asyncio.ensure_future(worker.run(_image(v), p)) for v, p in [(1, "a1"), (2, "b1"), (1, "a2"), (2, "b2")]]
+        waiting = [(1, "a1"), (2, "b1"), (1, "a2"), (2, "b2")]
+        rest = [asyncio.ensure_future(worker.run(_image(v), p)) for v, p in waiting]
         await asyncio.sleep(0.05)
         with pytest.raises(QueueFull):
             await worker.run(_image(3), "overflow")

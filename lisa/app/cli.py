@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     ap.add_argument("--max_prompt_chars", type=int, default=MAX_PROMPT_CHARS)
     ap.add_argument("--no_examples", action="store_true", help="do not show the synthetic shapes examples")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy CPU)")
     ap.add_argument("--title", default=None, help="page title")
     return ap
 
@@ -39,6 +41,10 @@ def main(argv=None) -> int:
     from .ui import CSS, TITLE, SegmentApp, build_ui, shapes_examples
 
     try:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         pipe = load_pipeline(args)
     except (ValueError, OSError) as e:
         print(f"lisa app: {e}", file=sys.stderr)

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max_pixels", type=int, default=40_000_000, help="image pixel limit (width x height)")
     ap.add_argument("--max_prompt_chars", type=int, default=4000)
     ap.add_argument("--cache_size", type=int, default=8, help="image encodings kept for reuse")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy CPU)")
     ap.add_argument("--log_level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return ap
 
@@ -65,6 +67,10 @@ def main(argv=None) -> int:
                                  max_prompt_chars=args.max_prompt_chars, max_new_tokens=args.max_new_tokens,
                                  max_queue=args.max_queue, max_batch=args.max_batch, api_key=api_key,
                                  version=str(args.version))
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         pipe = load_pipeline(args)
     except (ValueError, OSError) as e:
         print(f"lisa serve: {e}", file=sys.stderr)

@@ -86,7 +86,8 @@ def history_from_messages(messages, max_chars: int) -> tuple[list[tuple[str, str
         raise ApiError(422, "invalid_field", "'messages' must be a non-empty list of {role, content} objects")
     roles = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
+        valid = isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
+        if not valid:
             raise ApiError(422, "invalid_field",
                            f"messages[{i}] must be an object with role 'user' or 'assistant' and a string content")
         roles.append(m["role"])
