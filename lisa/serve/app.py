@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -82,21 +83,25 @@ def _validation_message(err: ValidationError | RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+def _parse_json(body: bytes, json_model) -> dict:
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON ({e})") from None
+    try:
+        parsed = json_model.model_validate(raw)
+    except ValidationError as e:
+        raise ApiError(422, "invalid_field", _validation_message(e)) from None
+    fields = parsed.model_dump()
+    fields["image"] = decode_base64(fields["image"])
+    return fields
+
+
 async def _read_fields(request: Request, json_model, settings: ServeSettings) -> dict:
     """JSON or multipart body -> {"image": bytes, "prompt"|"messages": ..., "max_new_tokens": ...}."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "application/json":
-        try:
-            raw = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(400, "invalid_json", f"the body is not valid JSON ({e})") from None
-        try:
-            parsed = json_model.model_validate(raw)
-        except ValidationError as e:
-            raise ApiError(422, "invalid_field", _validation_message(e)) from None
-        fields = parsed.model_dump()
-        fields["image"] = decode_base64(fields["image"])
-        return fields
+        return await run_in_threadpool(_parse_json, await request.body(), json_model)  # up to MBs of base64
     if media == "multipart/form-data":
         try:
             form = await request.form(max_files=1, max_fields=8)
@@ -176,8 +181,8 @@ def create_app(pipe, settings: ServeSettings | None = None) -> FastAPI:
         try:
             job = await worker.run(image, prompt, history, max_new, rid)
         except QueueFull as e:
-            raise ApiError(503, "queue_full", f"{e}; retry later",
-                           {"Retry-After": str(settings.retry_after_s)}) from None
+            wait = max(settings.retry_after_s, math.ceil(worker.depth * worker.seconds_per_request))
+            raise ApiError(503, "queue_full", f"{e}; retry in about {wait} s", {"Retry-After": str(wait)}) from None
         except ValueError as e:
             if str(e).startswith("the prompt"):  # the pipeline's own input checks (e.g. context length)
                 raise ApiError(422, "invalid_prompt", str(e)) from None

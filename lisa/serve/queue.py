@@ -70,6 +70,7 @@ class ModelWorker:
         self.failed = 0
         self.turns = 0
         self.largest_batch = 0
+        self.seconds_per_request = 0.0  # moving average of the model time, for Retry-After
 
     @property
     def depth(self) -> int:
@@ -147,6 +148,8 @@ class ModelWorker:
             self._post(job, None, e)
             return
         self.served += 1
+        took = time.perf_counter() - started
+        self.seconds_per_request = took if self.served == 1 else 0.8 * self.seconds_per_request + 0.2 * took
         self._post(job, JobResult(result, started - job.enqueued, size, index), None)
 
     @staticmethod
