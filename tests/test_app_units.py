@@ -46,11 +46,13 @@ def test_respond_gives_overlay_mask_files_and_multi_turn(pipe, rgb_image, tmp_pa
 
 
 def test_respond_refuses_with_visible_messages(pipe, rgb_image, tmp_path):
-    app = SegmentApp(pipe, max_prompt_chars=50, work_dir=tmp_path)
+    app = SegmentApp(pipe, max_prompt_chars=50, work_dir=tmp_path, max_pixels=100 * 100)
     state = {"key": None, "history": []}
     calls_before = pipe.cache.hits + pipe.cache.misses
+    big = np.zeros((101, 100, 3), np.uint8)
     for image, prompt, expect in [(None, "hi", "Upload an image"), (rgb_image, "  ", "Type an instruction"),
-                                  (rgb_image, "ü" * 51, "51 characters, the limit is 50")]:
+                                  (rgb_image, "ü" * 51, "51 characters, the limit is 50"),
+                                  (big, "hi", "100x101 pixels, more than the limit of 10000")]:
         overlay, files, answer, _, _, status, new_state = app.respond(image, prompt, state)
         assert expect in status and overlay is None and files is None and answer == ""
         assert new_state == state
@@ -69,3 +71,14 @@ def test_shapes_examples_are_images_with_prompts(tmp_path):
         with Image.open(path) as img:
             assert img.mode == "RGB" and min(img.size) > 32
         assert prompt.strip() and prompt[0].isupper()
+
+
+def test_app_flags_match_chat_and_default_to_loopback():
+    from lisa.app.cli import build_parser
+
+    args = build_parser().parse_args([])
+    assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
+    args = build_parser().parse_args(["--version", "m", "--load_in_4bit", "--precision", "fp16", "--device", "cpu",
+                                      "--share", "--port", "9000"])
+    assert args.load_in_4bit and not args.load_in_8bit and args.precision == "fp16" and args.device == "cpu"
+    assert args.share and args.port == 9000

@@ -9,6 +9,7 @@ exercised too. Correct answers are the in-process pipeline's answers for the sam
 
 import base64
 import io
+import json
 import socket
 import struct
 import zlib
@@ -162,6 +163,10 @@ def test_chat_answers_the_last_turn_with_only_its_masks(client, pipe):
     assert body["text"] == expected.text
     assert len(expected.masks) == len(body["masks"]) + 1  # the earlier turn's [SEG] is not answered again
     np.testing.assert_array_equal(decode_rle(body["masks"][0]["rle"]), expected.masks[1])
+    multipart = client.post("/v1/chat", files={"image": ("x.png", png(img), "image/png")},
+                            data={"messages": json.dumps(messages)})
+    assert multipart.status_code == 200 and multipart.json()["text"] == body["text"]
+    assert multipart.json()["cache_hit"] is True
     bad = client.post("/v1/chat", json={"image": base64.b64encode(png(img)).decode(), "messages": messages[:2]})
     assert_error(bad, 422, "invalid_field")
 

@@ -189,3 +189,12 @@ def test_serve_refuses_a_remote_bind_without_an_api_key(monkeypatch, capsys):
     monkeypatch.delenv("LISA_API_KEY", raising=False)
     assert main(["--host", "0.0.0.0", "--version", "/nonexistent"]) == 2
     assert "without an API key" in capsys.readouterr().err
+
+
+def test_serve_flags():
+    from lisa.serve.cli import build_parser
+
+    args = build_parser().parse_args([])
+    assert (args.host, args.allow_remote, args.api_key) == ("127.0.0.1", False, None)
+    args = build_parser().parse_args(["--load_in_8bit", "--precision", "bf16", "--max_queue", "3", "--max_batch", "2"])
+    assert args.load_in_8bit and args.precision == "bf16" and (args.max_queue, args.max_batch) == (3, 2)

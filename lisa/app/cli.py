@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     ap.add_argument("--max_prompt_chars", type=int, default=MAX_PROMPT_CHARS)
+    ap.add_argument("--max_pixels", type=int, default=40_000_000, help="largest image (width x height)")
+    ap.add_argument("--max_file_mb", type=float, default=20.0, help="largest upload (MiB)")
     ap.add_argument("--no_examples", action="store_true", help="do not show the synthetic shapes examples")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy CPU)")
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
         print(f"lisa app: {e}", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="lisa-app-"))
-    app = SegmentApp(pipe, args.max_prompt_chars, args.max_new_tokens, work / "masks")
+    app = SegmentApp(pipe, args.max_prompt_chars, args.max_new_tokens, work / "masks", args.max_pixels)
     examples = None if args.no_examples else shapes_examples(work / "examples")
     demo = build_ui(app, examples, title=args.title or TITLE)
     demo.queue(default_concurrency_limit=1, max_size=64)
@@ -58,5 +60,6 @@ def main(argv=None) -> int:
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=theme, css=CSS,
-                ssr_mode=False, allowed_paths=[str(work)], show_error=False, footer_links=["api"])
+                ssr_mode=False, allowed_paths=[str(work)], show_error=False, footer_links=["api"],
+                max_file_size=int(args.max_file_mb * 1024 * 1024))
     return 0

@@ -78,8 +78,9 @@ class SegmentApp:
     """The request handler behind the UI; a plain object so it can be tested without a browser."""
 
     def __init__(self, pipe, max_prompt_chars: int = MAX_PROMPT_CHARS, max_new_tokens: int | None = None,
-                 work_dir: str | Path | None = None):
+                 work_dir: str | Path | None = None, max_pixels: int = 40_000_000):
         self.pipe = pipe
+        self.max_pixels = max_pixels
         self.max_prompt_chars = min(max_prompt_chars, MAX_PROMPT_CHARS)
         self.max_new_tokens = max_new_tokens
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="lisa-app-"))
@@ -127,6 +128,9 @@ class SegmentApp:
         if problem:
             return refuse(problem)
         arr = np.asarray(image)
+        if arr.shape[0] * arr.shape[1] > self.max_pixels:
+            return refuse(f"The image has {arr.shape[1]}x{arr.shape[0]} pixels, more than the limit of "
+                          f"{self.max_pixels}. Please use a smaller image.")
         if arr.ndim == 2:
             arr = np.stack([arr] * 3, -1)
         arr = np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
