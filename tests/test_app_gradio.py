@@ -72,10 +72,10 @@ def test_gradio_client_segments_and_continues_the_conversation(app_server, pipe,
     assert "No conversation yet" in reset[3]
 
 
+@pytest.mark.skipif(find_chromium() is None,
+                    reason="chromium is not installed (.ci/run installs the Debian package `chromium`)")
 def test_page_renders_in_headless_chromium(app_server, tmp_path):
     chromium = find_chromium()
-    if chromium is None:
-        pytest.skip("chromium is not installed (.ci/run installs the Debian package `chromium`)")
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--disable-dev-shm-usage", "--window-size=1280,900", "--virtual-time-budget=15000"]
