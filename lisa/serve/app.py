@@ -97,7 +97,7 @@ def _parse_json(body: bytes, json_model) -> dict:
     return fields
 
 
-async def _read_fields(request: Request, json_model, settings: ServeSettings) -> dict:
+async def _read_fields(request: Request, json_model) -> dict:
     """JSON or multipart body -> {"image": bytes, "prompt"|"messages": ..., "max_new_tokens": ...}."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "application/json":
@@ -209,7 +209,7 @@ def create_app(pipe, settings: ServeSettings | None = None) -> FastAPI:
     async def segment(request: Request, mask_format: MaskFormat = mask_query):
         """Segment what the prompt asks for in the image (multipart ``image`` + ``prompt``, or JSON)."""
         t0 = time.perf_counter()
-        fields = await _read_fields(request, SegmentJSON, settings)
+        fields = await _read_fields(request, SegmentJSON)
         prompt = check_prompt(fields.get("prompt"), settings.max_prompt_chars)
         return await answer(request, fields, prompt, None, mask_format, t0)
 
@@ -218,7 +218,7 @@ def create_app(pipe, settings: ServeSettings | None = None) -> FastAPI:
     async def chat(request: Request, mask_format: MaskFormat = mask_query):
         """Answer the last user message of a conversation about one image (the image encoding is cached)."""
         t0 = time.perf_counter()
-        fields = await _read_fields(request, ChatJSON, settings)
+        fields = await _read_fields(request, ChatJSON)
         history, prompt = history_from_messages(fields.get("messages"), settings.max_prompt_chars)
         return await answer(request, fields, prompt, history, mask_format, t0)
 
