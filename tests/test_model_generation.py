@@ -115,3 +115,18 @@ def test_teacher_forced_forward_matches_original_seg_position(tiny_model, rgb_im
     expected = hidden[0, seg_at - 1 + p - 1]  # token before [SEG], shifted by P-1 spliced positions
     got = hidden[0, seg_hidden_positions(ids, sp.span_end, model.seg_token_id)[0]]
     assert torch.equal(got[0], expected)
+
+
+def test_history_masks_are_not_returned_again(tiny_model, rgb_image):
+    model, tok = tiny_model
+    pipe = LisaPipeline(model, tok, max_new_tokens=2)
+    restore = _force_seg_logits(model, every=1000)  # no generated [SEG]
+    try:
+        typed = pipe(rgb_image, "Segment [SEG] please.")
+        later = pipe(rgb_image, "Thanks.", history=[("Segment [SEG] please.", "Sure, [SEG].")])
+        both = pipe(rgb_image, "Now [SEG] and [SEG].", history=[("Segment [SEG] please.", "Sure, [SEG].")])
+    finally:
+        restore()
+    assert len(typed.masks) == 1  # a [SEG] typed in this turn is answered (teacher forcing)
+    assert later.masks == []
+    assert len(both.masks) == 2

@@ -161,8 +161,8 @@ def test_chat_answers_the_last_turn_with_only_its_masks(client, pipe):
     history = [("Segment the box.", "It is [SEG].")]
     expected = pipe(img, "Now the other one [SEG].", history=history)
     assert body["text"] == expected.text
-    assert len(expected.masks) == len(body["masks"]) + 1  # the earlier turn's [SEG] is not answered again
-    np.testing.assert_array_equal(decode_rle(body["masks"][0]["rle"]), expected.masks[1])
+    assert len(expected.masks) == len(body["masks"]) >= 1  # the earlier turn's [SEG] is not answered again
+    np.testing.assert_array_equal(decode_rle(body["masks"][0]["rle"]), expected.masks[0])
     multipart = client.post("/v1/chat", files={"image": ("x.png", png(img), "image/png")},
                             data={"messages": json.dumps(messages)})
     assert multipart.status_code == 200 and multipart.json()["text"] == body["text"]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from lisa.inference.pipeline import LisaResult
 from lisa.serve.inputs import ApiError, decode_image, history_from_messages
-from lisa.serve.masks import current_turn_masks, decode_png, decode_rle, describe_mask, mask_bbox
+from lisa.serve.masks import decode_png, decode_rle, describe_mask, mask_bbox
 from lisa.serve.queue import ModelWorker, QueueFull
 
 
@@ -47,13 +47,6 @@ def test_mask_encodings_round_trip_with_area_and_bbox():
     assert mask_bbox(np.zeros((4, 4), bool)) == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="mask_format"):
         describe_mask(mask, "jpeg")
-
-
-def test_current_turn_masks_drops_masks_of_earlier_turns():
-    masks = ["h1", "h2", "new"]
-    history = [("Segment the cat [SEG]?", "It is [SEG]."), ("and?", "nothing")]
-    assert current_turn_masks(masks, history) == ["new"]
-    assert current_turn_masks(masks, None) == masks
 
 
 def test_decode_image_limits_and_errors():

@@ -19,7 +19,6 @@ from PIL import Image
 from ..inference.cache import image_key
 from ..inference.pipeline import MAX_PROMPT_CHARS
 from ..inference.visualize import PALETTE, overlay_all
-from ..serve.masks import current_turn_masks
 
 log = logging.getLogger("lisa.app")
 
@@ -144,7 +143,7 @@ class SegmentApp:
         except Exception:  # noqa: BLE001 - logged; the page shows a short message, not a traceback
             log.exception("model error")
             return refuse("The model failed on this request (details are in the server log).")
-        masks = current_turn_masks(result.masks, history)
+        masks = result.masks
         history.append((prompt, result.text))
         state = {"key": key, "history": history}
         overlay = overlay_all(arr, masks) if masks else arr

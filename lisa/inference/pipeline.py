@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN
+from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, SEG_TOKEN
 from ..conversation import get_template
 from ..model.generation import generate
 from ..preprocess import as_rgb_array, clip_preprocess, sam_preprocess
@@ -25,7 +25,7 @@ MAX_PROMPT_CHARS = 4000
 @dataclass
 class LisaResult:
     text: str
-    masks: list[np.ndarray]  # bool [H, W] per [SEG], in answer order
+    masks: list[np.ndarray]  # bool [H, W] per [SEG] of this turn, in order
     output_ids: list[int] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     cache_hit: bool = False
@@ -149,9 +149,12 @@ class LisaPipeline:
                            eos_token_id=self.tokenizer.eos_token_id)
             t_mask = time.perf_counter()
             masks: list[np.ndarray] = []
-            if self.model.config.has_seg_head and gen.seg_hidden.shape[0]:
+            # [SEG]s of earlier turns were answered then: only this turn's (typed or generated) count
+            n_old = sum(u.count(SEG_TOKEN) + (a or "").count(SEG_TOKEN) for u, a in history or [])
+            seg_hidden = gen.seg_hidden[n_old:]
+            if self.model.config.has_seg_head and seg_hidden.shape[0]:
                 with torch.no_grad():
-                    emb = self.model.seg_embeddings(gen.seg_hidden)
+                    emb = self.model.seg_embeddings(seg_hidden)
                     logits = self.model.decode_masks(enc.sam_embedding, emb, enc.resize, enc.original_size)
                 masks = [m.cpu().numpy() for m in (logits > 0)]
             t_end = time.perf_counter()

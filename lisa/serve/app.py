@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..inference.pipeline import MAX_PROMPT_CHARS
 from .inputs import ApiError, check_max_new_tokens, check_prompt, decode_base64, decode_image, history_from_messages
-from .masks import current_turn_masks, describe_mask
+from .masks import describe_mask
 from .middleware import RequestLimits
 from .queue import ModelWorker, QueueFull
 from .schemas import ChatJSON, ErrorResponse, Health, ModelInfo, SegmentJSON, SegmentResponse
@@ -191,7 +191,7 @@ def create_app(pipe, settings: ServeSettings | None = None) -> FastAPI:
             raise ApiError(500, "model_error", f"the model failed on this request (request id {rid})") from None
         result = job.result
         t_enc = time.perf_counter()
-        new_masks = current_turn_masks(result.masks, history)
+        new_masks = result.masks
         masks = await run_in_threadpool(lambda: [describe_mask(m, mask_format) for m in new_masks])
         t_enc = time.perf_counter() - t_enc
         rt = result.timings

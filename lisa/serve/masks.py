@@ -58,15 +58,3 @@ def describe_mask(mask: np.ndarray, fmt: str = "rle") -> dict:
     else:
         out["png"] = encode_png(mask)
     return out
-
-
-def current_turn_masks(masks: list, history: list[tuple[str, str]] | None) -> list:
-    """Drop the masks of ``[SEG]`` tokens in earlier turns of a conversation.
-
-    The pipeline decodes a mask for every ``[SEG]`` in the whole prompt, earlier turns included, in
-    order of appearance; the earlier turns' masks were already answered, so only the rest are new.
-    """
-    from ..constants import SEG_TOKEN
-
-    n_old = sum(user.count(SEG_TOKEN) + answer.count(SEG_TOKEN) for user, answer in history or [])
-    return list(masks[n_old:])
