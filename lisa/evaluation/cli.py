@@ -51,7 +51,7 @@ def _run_near(path) -> bool:
 
 def run_eval(args, model, tokenizer, run_dir: Path) -> list[dict]:
     from ..train import dist
-    from ..train.run import build_val_sets, write_metrics
+    from ..train.session import build_val_sets, write_metrics
     from .runner import evaluate, format_table
 
     val_sets = build_val_sets(args, model.config)

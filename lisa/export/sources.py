@@ -128,6 +128,8 @@ def _base_skeleton(version: str, internal: dict, vision_tower, sam_config, use_m
         internal.update(clip_weights)
     sam = {k[4:]: v for k, v in internal.items() if k.startswith("sam.")}
     seg_id = None
+    if sam_config is None and (folder / "sam_config.json").is_file():
+        sam_config = folder / "sam_config.json"
     if sam:
         cfg.sam = sam_config_for(hf_to_official(sam), sam_config, "SAM weights of the checkpoint").to_dict()
         cfg.has_seg_head = True

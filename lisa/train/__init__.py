@@ -6,7 +6,7 @@ or a dict of flag names, e.g. ``run({"version": "ckpt", "dataset_dir": "data", "
 
 
 def run(args, **kwargs):
-    from .run import run as _run
+    from .session import run as _run
 
     return _run(args, **kwargs)
 

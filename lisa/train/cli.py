@@ -10,7 +10,7 @@ def main(argv=None) -> int:
     from ..data.problems import DataError
     from .args import parse_args
     from .loop import TrainingError
-    from .run import run
+    from .session import run
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:

@@ -44,10 +44,12 @@ def init_deepspeed_distributed(local_rank: int | None = None) -> None:
     import deepspeed
 
     ensure_env(local_rank)
-    if not use_cuda():
-        # DeepSpeed JIT-compiles a shared-memory CPU collective on first use (minutes, and a
-        # compiler is needed); gloo alone is all training needs.
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    if not use_cuda() and "__compatible_ops__" not in vars(deepspeed.ops):
+        # DeepSpeed would probe every op with compiler runs and JIT-compile a shared-memory CPU
+        # collective (minutes); training here uses torch's AdamW and gloo only, so no op is needed.
+        from deepspeed.ops.op_builder.all_ops import ALL_OPS
+
+        vars(deepspeed.ops)["__compatible_ops__"] = dict.fromkeys(list(ALL_OPS) + ["deepspeed_not_implemented"], False)
     if use_cuda():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     deepspeed.init_distributed(dist_backend=backend())

@@ -63,6 +63,7 @@ class Trainer:
     on_step: object = None  # test hook: callable(trainer) after every optimizer step
     bad_in_a_row: int = 0
     interval: dict = field(default_factory=dict)
+    present: set = field(default_factory=set)  # loss parts the model reports (no mask parts for LLaVA)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -93,7 +94,9 @@ class Trainer:
             if torch.isfinite(loss.detach()).all():
                 for i, k in enumerate(LOSS_KEYS):
                     v = out.get(k)
-                    sums[i] += float(v.detach()) * n if v is not None else 0.0
+                    if v is not None:
+                        sums[i] += float(v.detach()) * n
+                        self.present.add(k)
                 sums[len(LOSS_KEYS)] += n
             else:
                 sums[len(LOSS_KEYS) + 1] += 1
@@ -156,7 +159,7 @@ class Trainer:
                "lr": lr, "samples_per_s": images / elapsed if elapsed > 0 else None,
                "data_s": float(sums[-1]) / dist.world_size(), "step_s": elapsed}
         for i, k in enumerate(LOSS_KEYS):
-            rec[k] = float(sums[i]) / images if images else None
+            rec[k] = float(sums[i]) / images if images and k in self.present else None
         return rec
 
     def _log(self, rec: dict, bar) -> None:

@@ -136,6 +136,8 @@ def build_model(args):
         model_max_length=args.model_max_length, as_lisa=not args.no_seg,
         use_mm_start_end=args.use_mm_start_end, progress=True)
     cfg = model.config
+    # as_lisa resized the embeddings for [SEG] etc.; keep the config that export writes in step
+    cfg.llm["vocab_size"] = int(model.llm.get_input_embeddings().weight.shape[0])
     # Set from the flags whatever the checkpoint is: the original only did so for base LLaVA
     # configs and crashed when fine-tuning a LISA checkpoint (user-pain 3.2, #85).
     cfg.ce_loss_weight = float(args.ce_loss_weight)
@@ -145,7 +147,10 @@ def build_model(args):
         _fit_new_seg_head(model, args.out_dim)
     model.train()
     if args.gradient_checkpointing:
-        model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model.llm, "activation_checkpointing_enable"):
+            model.llm.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = apply_lora(model, LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, list(args.lora_targets)))
     set_trainable(model, train_mask_decoder=args.train_mask_decoder, train_embeddings=args.train_embeddings,
                   train_projector=args.mm_projector_lr is not None)
