@@ -31,6 +31,10 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # `deepspeed -m lisa train ...` runs `python -m lisa --local_rank=N train ...`: move it after the verb
+    launcher = [a for a in argv[:1] if a.startswith(("--local_rank=", "--local-rank="))]
+    if launcher:
+        argv = argv[1:2] + launcher + argv[2:]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0

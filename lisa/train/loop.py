@@ -63,13 +63,25 @@ class Trainer:
     on_step: object = None  # test hook: callable(trainer) after every optimizer step
     bad_in_a_row: int = 0
     interval: dict = field(default_factory=dict)
-    present: set = field(default_factory=set)  # loss parts the model reports (no mask parts for LLaVA)
+    present: set = field(default_factory=set)
+    anchor_params: list | None = None  # loss parts the model reports (no mask parts for LLaVA)
 
     @property
     def ckpt_dir(self) -> Path:
         return self.run_dir / "ckpt_model"
 
     # ---- one optimizer step -------------------------------------------------------------------
+    def _anchor(self) -> torch.Tensor:
+        """0 times the SAM decoder / [SEG] head parameters. A micro-batch without any [SEG] (VQA,
+        text-only answers) does not use them; every rank must still produce a gradient for every
+        parameter, or ZeRO's gradient reductions differ between ranks and the collectives hang."""
+        if self.anchor_params is None:
+            self.anchor_params = [p for n, p in self.engine.module.named_parameters()
+                                  if p.requires_grad and n.startswith(("sam.", "text_hidden_fcs."))]
+        if not self.anchor_params:
+            return torch.zeros((), device=self.engine.device)
+        return torch.stack([p.sum().float() for p in self.anchor_params]).sum() * 0.0
+
     def _micro_batches(self, it):
         engine, args = self.engine, self.args
         sums = torch.zeros(len(LOSS_KEYS) + 3, dtype=torch.float64)  # losses, images, bad, data time
@@ -89,7 +101,7 @@ class Trainer:
                 continue
             batch = batch_to(batch, engine.device, self.dtype)
             out = engine(**batch)
-            loss = out["loss"]
+            loss = out["loss"] + self._anchor()
             n = batch["images"].shape[0]
             if torch.isfinite(loss.detach()).all():
                 for i, k in enumerate(LOSS_KEYS):
