@@ -78,12 +78,16 @@ def test_deepspeed_config_as_original_and_override(tmp_path):
     assert cfg["zero_optimization"]["stage"] == 2 and cfg["gradient_clipping"] == 1.0
     assert cfg["bf16"] == {"enabled": True} and cfg["fp16"] == {"enabled": False}
     assert cfg["optimizer"]["params"]["betas"] == [0.9, 0.95]
-    user = tmp_path / "z3.json"
+    user = tmp_path / "offload.json"
     user.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto",
-                                "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}}))
+                                "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}))
     merged = load_config(namespace(deepspeed_config=str(user)))
-    assert merged["zero_optimization"]["stage"] == 3 and merged["train_micro_batch_size_per_gpu"] == 2
-    assert merged["scheduler"]["type"] == "WarmupDecayLR"
+    assert merged["zero_optimization"]["offload_optimizer"] == {"device": "cpu"}
+    assert merged["train_micro_batch_size_per_gpu"] == 2 and merged["scheduler"]["type"] == "WarmupDecayLR"
+    z3 = tmp_path / "z3.json"
+    z3.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    with pytest.raises(ValueError, match="stage 3"):
+        load_config(namespace(deepspeed_config=str(z3)))
     bad = tmp_path / "bad.json"
     bad.write_text("{nope")
     with pytest.raises(ValueError, match="malformed"):

@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     from . import export
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    import logging
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         out = export(args.run_dir or args.source, args.save_path, args.format, version=args.version,
                      tag=args.tag, precision=args.precision, lora_alpha=args.lora_alpha,

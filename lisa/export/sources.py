@@ -174,6 +174,7 @@ def load_merged(source, *, version: str | None = None, tag: str | None = None, l
                 progress: bool = True):
     """(model with LoRA merged, tokenizer, info dict) from any supported source."""
     src = resolve(source, tag)
+    log.info("source: %s (%s%s)", src.path, src.kind, f", checkpoint {src.tag}" if src.tag else "")
     state = read_state(src, progress)
     info = {"source": str(src.path), "kind": src.kind, "tag": src.tag, "precision": None}
     if src.run_dir is not None and version is None:

@@ -56,6 +56,11 @@ def load_config(args) -> dict:
         if cfg.get(key, "auto") == "auto":
             cfg[key] = base[key]
     cfg.pop("train_batch_size", None) if cfg.get("train_batch_size") == "auto" else None
+    stage = int(cfg.get("zero_optimization", {}).get("stage", 0))
+    if stage == 3:
+        raise ValueError(f"--deepspeed_config {args.deepspeed_config}: ZeRO stage 3 is not supported yet (the "
+                         "SAM prompt path reads parameters outside their modules' forward, which stage 3 "
+                         "partitions); use stage 2, with offload_optimizer to CPU for less GPU memory")
     for section in ("optimizer", "scheduler"):
         params = cfg[section].get("params", {})
         for k, v in list(params.items()):

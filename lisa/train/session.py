@@ -19,6 +19,16 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 RUN_MODEL_FILE = "model_config.json"
 
 
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def _setup_logging() -> None:
     level = logging.INFO if dist.is_main() else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -129,6 +139,8 @@ def run(args: Namespace | dict, *, on_step=None) -> Path:
     dataset = build_dataset(args, model.config, dist.rank())
     collate_fn = make_collate(args, tokenizer, model.config)
     engine, ds_config = create_engine(model, args)
+    # dropout and other draws differ between ranks (a resume restores the saved states instead)
+    seed_everything(args.seed * 1000 + dist.rank())
     if dist.is_main():
         write_run_files(run_dir, args, model, tokenizer, lora, ds_config)
 

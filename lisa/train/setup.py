@@ -89,6 +89,14 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
+def enable_checkpointing(llm: nn.Module) -> None:
+    """Recompute the LLM's activations in backward (non-reentrant: works with frozen inputs too)."""
+    if hasattr(llm, "activation_checkpointing_enable"):
+        llm.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _sam_checkpoint(args, folder_has_sam: bool) -> str | None:
     path = args.vision_pretrained
     if folder_has_sam or args.no_seg:
@@ -147,10 +155,7 @@ def build_model(args):
         _fit_new_seg_head(model, args.out_dim)
     model.train()
     if args.gradient_checkpointing:
-        if hasattr(model.llm, "activation_checkpointing_enable"):
-            model.llm.activation_checkpointing_enable({"use_reentrant": False})
-        else:
-            model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model.llm)
     lora = apply_lora(model, LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, list(args.lora_targets)))
     set_trainable(model, train_mask_decoder=args.train_mask_decoder, train_embeddings=args.train_embeddings,
                   train_projector=args.mm_projector_lr is not None)
