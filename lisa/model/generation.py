@@ -53,22 +53,23 @@ def generate(model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_t
     token_times: list[float] = []
     embed = model.llm.get_input_embeddings()
     stops = set(stop_ids) | ({eos_token_id} if eos_token_id is not None else set())
+    t_prev = time.perf_counter()
     for _ in range(max_new_tokens):
-        t1 = time.perf_counter()
         logits = model.lm_head(last)
         next_id = int(logits.argmax(-1))
         new_ids.append(next_id)
         if seg_id is not None and next_id == seg_id:
             seg_hidden.append(last)
+        now = time.perf_counter()
+        token_times.append(now - t_prev)  # token k: decoder step of token k-1 + its LM head
+        t_prev = now
         if next_id in stops or len(new_ids) >= max_new_tokens:
-            token_times.append(time.perf_counter() - t1)
             break
         step = embed(torch.tensor([[next_id]], device=device))
         length += 1
         mask = torch.ones((1, length), dtype=torch.bool, device=device)
         out = model.decoder(inputs_embeds=step, attention_mask=mask, past_key_values=cache, use_cache=True)
         last = out.last_hidden_state[:, -1]
-        token_times.append(time.perf_counter() - t1)
     timings["decode"] = sum(token_times)
     h = torch.cat(seg_hidden, 0) if seg_hidden else hidden.new_zeros((0, hidden.shape[-1]))
     return Generated(input_ids[0].tolist(), new_ids, h, timings, token_times)
