@@ -63,8 +63,8 @@ class Trainer:
     on_step: object = None  # test hook: callable(trainer) after every optimizer step
     bad_in_a_row: int = 0
     interval: dict = field(default_factory=dict)
-    present: set = field(default_factory=set)
-    anchor_params: list | None = None  # loss parts the model reports (no mask parts for LLaVA)
+    present: set = field(default_factory=set)  # loss parts the model reports (no mask parts for LLaVA)
+    anchor_params: list | None = None
 
     @property
     def ckpt_dir(self) -> Path:

@@ -140,7 +140,10 @@ def build_model(args):
     torch.manual_seed(args.seed)
     model, tokenizer = load_pretrained(
         folder, vision_tower=args.vision_tower, sam_config_file=args.sam_config,
-        sam_checkpoint=_sam_checkpoint(args, base_cfg.has_seg_head), precision="fp32",
+        sam_checkpoint=_sam_checkpoint(args, base_cfg.has_seg_head),
+        # in the training dtype (as the original's torch_dtype): half the host memory per process for
+        # bf16; DeepSpeed keeps fp32 master copies of the trainable parameters
+        precision=args.precision,
         model_max_length=args.model_max_length, as_lisa=not args.no_seg,
         use_mm_start_end=args.use_mm_start_end, progress=True)
     cfg = model.config
