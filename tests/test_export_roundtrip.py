@@ -88,8 +88,10 @@ def test_lisa_format_is_the_released_layout(exports):
     assert "model.text_hidden_fcs.0.2.weight" in state
 
 
-def test_original_zero_to_fp32_output_merges_like_our_run(ref, exports, tiny_ckpt, tmp_path):
-    """A consolidated state dict with the original's PEFT key names (peft 0.4, no base_layer)."""
+@pytest.mark.parametrize("sharded", [False, True])
+def test_original_zero_to_fp32_output_merges_like_our_run(ref, exports, tiny_ckpt, tmp_path, sharded):
+    """A consolidated state dict with the original's PEFT key names (peft 0.4, no base_layer), as one
+    pytorch_model.bin or as shards with an index (newer zero_to_fp32, user-pain #90 / #155)."""
     from lisa.checkpoint.files import read_folder
     from lisa.checkpoint.layout import internal_to_lisa
     from lisa.export.cli import main
@@ -102,7 +104,17 @@ def test_original_zero_to_fp32_output_merges_like_our_run(ref, exports, tiny_ckp
     assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight" in original
     assert "base_model.model.model.visual_model.mask_decoder.iou_token.weight" in original
     src = tmp_path / "pytorch_model.bin"
-    torch.save(original, src)
+    if sharded:
+        src = tmp_path / "consolidated"
+        src.mkdir()
+        keys = sorted(original)
+        halves = {"pytorch_model-00001-of-00002.bin": keys[::2], "pytorch_model-00002-of-00002.bin": keys[1::2]}
+        for name, part in halves.items():
+            torch.save({k: original[k] for k in part}, src / name)
+        (src / "pytorch_model.bin.index.json").write_text(json.dumps(
+            {"metadata": {}, "weight_map": {k: n for n, part in halves.items() for k in part}}))
+    else:
+        torch.save(original, src)
     assert main(["--source", str(src), "--version", str(tiny_ckpt), "--save_path", str(tmp_path / "out"),
                  "--precision", "fp32"]) == 0
     theirs, _ = read_folder(tmp_path / "out", progress=False)
