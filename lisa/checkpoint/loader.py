@@ -169,6 +169,8 @@ def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: s
             new_parts.append("sam")
         if not any(k.startswith("text_hidden_fcs.") for k in internal):
             new_parts.append("text_hidden_fcs")
+            # a new [SEG] head must produce SAM prompt vectors, whatever --out_dim says
+            cfg.out_dim = int(cfg.sam["prompt_encoder_config"]["hidden_size"])
         cfg.has_seg_head = True
 
     if as_lisa:
@@ -206,6 +208,7 @@ def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: s
     if len(tokenizer) != model.llm.get_input_embeddings().weight.shape[0]:
         if as_lisa:
             model.llm.resize_token_embeddings(len(tokenizer))
+            cfg.llm["vocab_size"] = len(tokenizer)
         elif len(tokenizer) > model.llm.get_input_embeddings().weight.shape[0]:
             raise CheckpointError(f"{folder}: tokenizer has {len(tokenizer)} tokens but the embedding matrix "
                                   f"has {model.llm.get_input_embeddings().weight.shape[0]} rows")
