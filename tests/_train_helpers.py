@@ -31,17 +31,17 @@ def data_tree(tmp_path_factory) -> Path:
 
 def tiny_llava(tmp_path_factory) -> Path:
     def build():
-        from lisa.train.tiny import make_tiny_llava
+        from lisa.checkpoint.tiny import make_tiny_llava
 
         out = tmp_path_factory.mktemp("llava") / "tiny-llava"
-        make_tiny_llava(out)
+        make_tiny_llava(out, version="llama2")
         return out
     return cached("llava", build)
 
 
 def tiny_sam(tmp_path_factory) -> Path:
     def build():
-        from lisa.train.tiny import write_tiny_sam
+        from lisa.checkpoint.tiny import write_tiny_sam
 
         return write_tiny_sam(tmp_path_factory.mktemp("sam") / "sam_tiny.pth")
     return cached("sam", build)

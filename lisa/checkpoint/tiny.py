@@ -71,14 +71,19 @@ def make_tiny(out, seed: int = 0, preset: str = "tiny", format: str = "lisa", sh
     return model, tokenizer
 
 
+LLAVA_VERSIONS = ("v1", "v1.5", "llama2")
+
+
 def make_tiny_llava(out, seed: int = 0, version: str = "v1.5", preset: str = "tiny"):
-    """A tiny base LLaVA folder (no SAM, no [SEG]) as training starts from: ``v1`` (linear projector,
-    ``<im_patch>/<im_start>/<im_end>`` in the tokenizer) or ``v1.5`` (2-layer GELU MLP projector)."""
+    """A tiny base LLaVA folder (no SAM, no [SEG]) as training starts from: ``v1`` (LLaVA-Lightning
+    v1-1: linear projector, ``<im_patch>/<im_start>/<im_end>`` in the tokenizer), ``llama2``
+    (llava-llama-2-13b-chat-lightning: linear projector, none of those tokens) or ``v1.5``
+    (2-layer GELU MLP projector)."""
     from ..tokenization import train_llama_style_tokenizer
     from .saver import save_pretrained
 
-    if version not in ("v1", "v1.5"):
-        raise ValueError("version must be 'v1' or 'v1.5'")
+    if version not in LLAVA_VERSIONS:
+        raise ValueError(f"version must be one of {LLAVA_VERSIONS}")
     out = Path(out)
     tokenizer = train_llama_style_tokenizer(TINY_TEXTS, TINY_PRESETS[preset]["vocab"], out / ".tokenizer_build")
     if version == "v1":
@@ -88,13 +93,32 @@ def make_tiny_llava(out, seed: int = 0, version: str = "v1.5", preset: str = "ti
     cfg = build_tiny_config(len(tokenizer), preset)
     cfg.has_seg_head = False
     cfg.sam = None
-    cfg.projector_type = "linear" if version == "v1" else "mlp2x_gelu"
+    cfg.projector_type = "mlp2x_gelu" if version == "v1.5" else "linear"
     cfg.mm_use_im_start_end = version == "v1"
     model = LisaForSegmentation(cfg).eval()
     save_pretrained(model, tokenizer, out, format="lisa", progress=False)
     import shutil
     shutil.rmtree(out / ".tokenizer_build", ignore_errors=True)
     return model, tokenizer
+
+
+def write_tiny_sam(path, seed: int = 0, preset: str = "tiny") -> Path:
+    """A tiny random SAM in the official checkpoint layout (``sam_vit_*.pth`` names) with its
+    ``sam_config.json`` beside it (what ``--vision_pretrained`` points at)."""
+    import json
+
+    from ..model.sam import build_sam
+    from .sam_keys import hf_to_official
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    cfg = sam_config(**TINY_PRESETS[preset]["sam"])
+    state = {k: v for k, v in build_sam(cfg).state_dict().items()
+             if k != "prompt_encoder.shared_embedding.positional_embedding"}
+    torch.save(hf_to_official(state), path)
+    (path.parent / "sam_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    return path
 
 
 def main(argv=None) -> int:
@@ -104,7 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("--format", choices=["lisa", "native"], default="lisa",
                     help="released LISA layout (.bin, CLIP as a subfolder) or our safetensors format")
     ap.add_argument("--shard_size", default=None, help="e.g. 200KB to write several shards with an index")
-    ap.add_argument("--llava", choices=["v1", "v1.5"], default=None,
+    ap.add_argument("--llava", choices=list(LLAVA_VERSIONS), default=None,
                     help="write a tiny base LLaVA model instead (what `lisa train --version` starts from)")
     args = ap.parse_args(argv)
     if args.llava:
