@@ -19,7 +19,7 @@ import functools
 
 import torch
 
-from ..constants import IGNORE_INDEX, IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+from ..constants import IGNORE_INDEX, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SEG_TOKEN
 from ..conversation import get_template
 from ..tokenization import encode, seg_token_id, tokenizer_image_token
 from .problems import DataError, ProblemCounter
@@ -68,6 +68,8 @@ def mask_labels(conversation: str, input_ids: list[int], tokenizer, conv_type: s
 
 
 def _masks_per_conversation(ids_list, seg_id):
+    if seg_id is None:
+        return [0] * len(ids_list)
     return [sum(1 for t in ids if t == seg_id) for ids in ids_list]
 
 
@@ -80,7 +82,8 @@ def collate(batch: list[dict], tokenizer, conv_type: str = "llava_v1", use_mm_st
     inference = bool(batch[0]["inference"])
     if any(bool(item["inference"]) != inference for item in batch):
         raise DataError("a batch mixes training and validation items")
-    seg_id = seg_token_id(tokenizer)
+    # a plain LLaVA tokenizer has no [SEG]: text-only batches (VQA, --no_seg training) still collate
+    seg_id = seg_token_id(tokenizer) if SEG_TOKEN in tokenizer.get_vocab() else None
     kept_items, ids_all, labels_all, convs_all, offset = [], [], [], [], [0]
     for item in batch:
         convs = [expand_image_token(c) if use_mm_start_end else c for c in item["conversations"]]

@@ -15,12 +15,10 @@ import torch
 
 from ..data import build_train_dataset, worker_init_fn
 from ..data.collate import collate
-from .text_collate import collate_text
 
 
 def make_collate(args, tokenizer, model_config):
-    fn = collate_text if not model_config.has_seg_head else collate
-    return functools.partial(fn, tokenizer=tokenizer, conv_type=args.conv_type,
+    return functools.partial(collate, tokenizer=tokenizer, conv_type=args.conv_type,
                              use_mm_start_end=model_config.mm_use_im_start_end,
                              model_max_length=args.model_max_length,
                              num_image_tokens=model_config.num_image_tokens)
