@@ -164,3 +164,17 @@ def test_dataloader_batches_from_the_fixture_tree(tok, tmp_path):
             assert masks.shape[1:] == label.shape
         assert (batch["labels"] != IGNORE_INDEX).any(dim=1).all()
     assert ds.stats()["label_mismatch"] == 0
+
+
+def test_text_only_batches_collate_with_a_tokenizer_without_seg(tmp_path):
+    from lisa.tokenization import train_llama_style_tokenizer
+
+    plain = train_llama_style_tokenizer(["What is in the picture? Random noise in many colours."], 300,
+                                        tmp_path / "tok")
+    assert "[SEG]" not in plain.get_vocab()
+    vqa = build_conversation([("<image>\nWhat is in the picture?", "Random noise.")])
+    batch = collate([_item([vqa])], plain, use_mm_start_end=False)
+    assert batch["offset"].tolist() == [0, 1] and batch["masks_list"][0].shape[0] == 0
+    assert len(_supervised_spans(batch["labels"][0])) == 1
+    with pytest.raises(DataError, match="0 \\[SEG\\] tokens"):
+        collate([_item([vqa], n_masks=1)], plain, use_mm_start_end=False)
