@@ -43,7 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lisa: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[verb]
-    result = getattr(importlib.import_module(module), func)(rest)
+    try:
+        entry = getattr(importlib.import_module(module), func)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):
+            print(f"lisa: the {verb!r} command is not available in this version", file=sys.stderr)
+            return 2
+        raise
+    result = entry(rest)
     return int(result or 0)
 
 
