@@ -130,3 +130,18 @@ def test_history_masks_are_not_returned_again(tiny_model, rgb_image):
     assert len(typed.masks) == 1  # a [SEG] typed in this turn is answered (teacher forcing)
     assert later.masks == []
     assert len(both.masks) == 2
+
+
+def test_prefix_cache_gives_the_same_answers_as_a_full_prefill(tiny_model, rgb_image):
+    model, tok = tiny_model
+    cached = LisaPipeline(model, tok, max_new_tokens=8)
+    uncached = LisaPipeline(model, tok, max_new_tokens=8, cache_size=0)
+    for prompt in ("Segment the red [SEG] circle.", "And the blue one [SEG]?", "Segment the red [SEG] circle."):
+        a, b = cached(rgb_image, prompt), uncached(rgb_image, prompt)
+        assert a.output_ids == b.output_ids
+        assert len(a.masks) == len(b.masks) >= 1
+        for x, y in zip(a.masks, b.masks):
+            assert (x != y).mean() < 0.01
+    enc, hit = cached.encode_image(rgb_image)
+    assert hit and enc.prefix is not None and enc.prefix.ids[-1] == -200
+    assert uncached.encode_image(rgb_image)[0].prefix is None

@@ -19,6 +19,7 @@ class ImageEncoding:
     resize: tuple[int, int]
     original_size: tuple[int, int]
     timings: dict
+    prefix: object | None = None  # generation.PrefixCache of the prompt opening, filled on first use
 
 
 def image_key(image: np.ndarray) -> str:

@@ -15,7 +15,7 @@ import torch
 
 from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, SEG_TOKEN
 from ..conversation import get_template
-from ..model.generation import generate
+from ..model.generation import build_prefix, generate, image_prefix_length
 from ..preprocess import as_rgb_array, clip_preprocess, sam_preprocess
 from .cache import EncodingCache, ImageEncoding, image_key
 
@@ -145,8 +145,13 @@ class LisaPipeline:
             if budget <= 0:
                 raise ValueError(f"the prompt uses {n_ctx} positions; the model allows {max_pos}")
             input_ids = torch.tensor([ids], dtype=torch.long)
+            n_prefix = image_prefix_length(ids)
+            t_prefix = time.perf_counter()
+            if self.cache.max_items > 0 and n_prefix and (enc.prefix is None or not enc.prefix.matches(ids)):
+                enc.prefix = build_prefix(self.model, ids[:n_prefix], enc.clip_feats)
+            t_prefix = time.perf_counter() - t_prefix
             gen = generate(self.model, input_ids, enc.clip_feats, max_new_tokens=budget,
-                           eos_token_id=self.tokenizer.eos_token_id)
+                           eos_token_id=self.tokenizer.eos_token_id, prefix=enc.prefix)
             t_mask = time.perf_counter()
             masks: list[np.ndarray] = []
             # [SEG]s of earlier turns were answered then: only this turn's (typed or generated) count
@@ -163,7 +168,7 @@ class LisaPipeline:
             timings = {
                 "vision_tower": 0.0 if hit else enc.timings["vision_tower"],
                 "sam_encoder": 0.0 if hit else enc.timings["sam_encoder"],
-                "prefill": gen.timings["prefill"],
+                "prefill": t_prefix + gen.timings["prefill"],
                 "decode": gen.timings["decode"],
                 "tokens": len(gen.new_ids),
                 "per_token": gen.token_times,

@@ -7,6 +7,7 @@ produced the logits choosing [SEG] is exactly that state, so it is kept as the t
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -25,29 +26,69 @@ class Generated:
     token_times: list[float] = field(default_factory=list)
 
 
+@dataclass
+class PrefixCache:
+    """The KV cache of a prompt's opening tokens (system prompt, first-turn header and image), which
+    every query on the same image shares: a follow-up query only prefills what comes after it."""
+
+    ids: tuple[int, ...]
+    cache: DynamicCache
+    length: int  # spliced positions covered
+
+    def matches(self, ids: list[int]) -> bool:
+        return len(ids) > len(self.ids) and tuple(ids[: len(self.ids)]) == self.ids
+
+
+def image_prefix_length(ids: list[int]) -> int:
+    """Tokens up to and including the first image token (0 if there is none)."""
+    return ids.index(-200) + 1 if -200 in ids else 0
+
+
+@torch.no_grad()
+def build_prefix(model, prefix_ids: list[int], clip_feats: torch.Tensor) -> PrefixCache:
+    device = model.llm.get_input_embeddings().weight.device
+    ids = torch.tensor([prefix_ids], device=device)
+    n_img = prefix_ids.count(-200)
+    spliced = splice_image_features(ids, model.llm.get_input_embeddings(), [clip_feats] * n_img)
+    cache = DynamicCache(config=model.llm.config)
+    model.decoder(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                  past_key_values=cache, use_cache=True)
+    return PrefixCache(tuple(prefix_ids), cache, spliced.inputs_embeds.shape[1])
+
+
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_tokens: int = 512,
-             eos_token_id: int | None = 2, stop_ids: tuple[int, ...] = ()) -> Generated:
-    """``input_ids`` [1, T] (with image tokens), ``clip_feats`` [P, H] (projected features of its image)."""
+             eos_token_id: int | None = 2, stop_ids: tuple[int, ...] = (),
+             prefix: PrefixCache | None = None) -> Generated:
+    """``input_ids`` [1, T] (with image tokens), ``clip_feats`` [P, H] (projected features of its image).
+
+    With a matching ``prefix``, prefilling starts from a copy of its KV cache."""
     if input_ids.shape[0] != 1:
         raise ValueError("generate() takes one prompt at a time")
     seg_id = model.seg_token_id
     device = model.llm.get_input_embeddings().weight.device
     input_ids = input_ids.to(device)
-    n_img = int((input_ids == -200).sum())
     t0 = time.perf_counter()
-    spliced = splice_image_features(input_ids, model.llm.get_input_embeddings(), [clip_feats] * n_img)
-    cache = DynamicCache(config=model.llm.config)
-    out = model.decoder(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+    start, past_len, cache = 0, 0, None
+    if prefix is not None and prefix.matches(input_ids[0].tolist()):
+        start, past_len, cache = len(prefix.ids), prefix.length, copy.deepcopy(prefix.cache)
+    rest = input_ids[:, start:]
+    n_img = int((rest == -200).sum())
+    spliced = splice_image_features(rest, model.llm.get_input_embeddings(), [clip_feats] * n_img)
+    if cache is None:
+        cache = DynamicCache(config=model.llm.config)
+    mask = torch.ones((1, past_len + spliced.inputs_embeds.shape[1]), dtype=torch.bool, device=device)
+    out = model.decoder(inputs_embeds=spliced.inputs_embeds, attention_mask=mask,
                         past_key_values=cache, use_cache=True)
     hidden = out.last_hidden_state
     seg_hidden = []
     if seg_id is not None:
-        pos = seg_hidden_positions(input_ids, spliced.span_end, seg_id)[0]
+        # a prefix never ends right before a [SEG] (it ends with the image token)
+        pos = seg_hidden_positions(rest, spliced.span_end, seg_id)[0]
         if pos.numel():
             seg_hidden.append(hidden[0, pos])
     last = hidden[:, -1]
-    length = hidden.shape[1]
+    length = past_len + hidden.shape[1]
     timings = {"prefill": time.perf_counter() - t0}
     new_ids: list[int] = []
     token_times: list[float] = []
