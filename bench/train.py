@@ -23,23 +23,7 @@ from pathlib import Path
 
 import torch
 
-PRESETS = {
-    "tiny": dict(llm=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
-                 clip=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=56, patch_size=14),
-                 sam=dict(image_size=128, patch_size=16, window_size=4, hidden_size=32, num_hidden_layers=2,
-                          num_attention_heads=2, global_attn_indexes=[1], prompt_dim=32, decoder_mlp_dim=64,
-                          decoder_heads=2), vocab=403),
-    "medium": dict(llm=dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8),
-                   clip=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                             image_size=224, patch_size=14),
-                   sam=dict(image_size=1024, patch_size=16, window_size=14, hidden_size=256, num_hidden_layers=4,
-                            num_attention_heads=4, global_attn_indexes=[1, 3], prompt_dim=256), vocab=32004),
-    "lisa7b": dict(llm=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32),
-                   clip=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                             image_size=224, patch_size=14),
-                   sam=dict(preset="vit_h"), vocab=32004),
-}
+from inference import PRESETS  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def build_model(preset: str, dtype: torch.dtype, device: torch.device, seg_id: int):

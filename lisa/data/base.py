@@ -91,12 +91,31 @@ def make_item(raw: RawSample, *, clip_size: int, sam_size: int, conv_type: str,
     }
 
 
-class FamilyDataset(torch.utils.data.Dataset):
+class SeededEpochDataset(torch.utils.data.Dataset):
+    """``len`` = samples per epoch, an epoch number that reaches the workers, and problem counts.
+    Subclasses set ``samples_per_epoch``, ``epoch_state`` and ``counter``."""
+
+    worker_init_fn = staticmethod(worker_init_fn)  # for DataLoader(worker_init_fn=...)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch_state.set(epoch)
+
+    def stats(self) -> dict[str, int]:
+        return self.counter.stats()
+
+    def report(self) -> str:
+        """One line for the end-of-epoch log, e.g. ``data problems: missing_file=3 (e.g. ...)``."""
+        return self.counter.report()
+
+
+class FamilyDataset(SeededEpochDataset):
     """A training family: ``len`` = samples per epoch; ``dataset[idx]`` is a deterministic draw
     from ``item_rng(seed, rank, epoch, idx)`` (the index selects the draw, not a record)."""
 
     family = ""
-    worker_init_fn = staticmethod(worker_init_fn)  # for DataLoader(worker_init_fn=...)
 
     def __init__(self, sources: list[Source], *, samples_per_epoch: int = 10000,
                  num_classes_per_sample: int = 3, clip_size: int = 224, sam_size: int = 1024,
@@ -115,19 +134,6 @@ class FamilyDataset(torch.utils.data.Dataset):
         self.seed, self.rank = int(seed), int(rank)
         self.counter = counter if counter is not None else ProblemCounter(strict=strict)
         self.epoch_state = EpochCounter()
-
-    def __len__(self) -> int:
-        return self.samples_per_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch_state.set(epoch)
-
-    def stats(self) -> dict[str, int]:
-        return self.counter.stats()
-
-    def report(self) -> str:
-        """One line for the end-of-epoch log, e.g. ``data problems: missing_file=3 (e.g. ...)``."""
-        return self.counter.report()
 
     def __getitem__(self, idx: int) -> dict:
         return self.sample(item_rng(self.seed, self.rank, self.epoch_state.value, idx))

@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 
-from .base import FamilyDataset
+from .base import FamilyDataset, SeededEpochDataset
 from .problems import DataError, ProblemCounter
 from .reason_seg import DEFAULT_REASON_SEG_DATA, ReasonSegDataset
 from .refer_seg import DEFAULT_REFER_SEG_DATA, ReferSegDataset
-from .rng import EpochCounter, item_rng, worker_init_fn
+from .rng import EpochCounter, item_rng
 from .sem_seg import DEFAULT_SEM_SEG_DATA, SemSegDataset
 from .vqa import DEFAULT_VQA_DATA, VQADataset
 
@@ -56,8 +55,8 @@ def parse_rates(sample_rates: str, n: int) -> np.ndarray:
     return rates / rates.sum()
 
 
-class HybridDataset(torch.utils.data.Dataset):
-    worker_init_fn = staticmethod(worker_init_fn)  # for DataLoader(worker_init_fn=...)
+class HybridDataset(SeededEpochDataset):
+    """Draws each item from one family, chosen by the normalised sample rates."""
 
     def __init__(self, families: list[FamilyDataset], rates, *, samples_per_epoch: int,
                  seed: int = 0, rank: int = 0, counter: ProblemCounter | None = None):
@@ -70,19 +69,6 @@ class HybridDataset(torch.utils.data.Dataset):
         self.seed, self.rank = int(seed), int(rank)
         self.counter = counter if counter is not None else families[0].counter
         self.epoch_state = EpochCounter()
-
-    def __len__(self) -> int:
-        return self.samples_per_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch_state.set(epoch)
-
-    def stats(self) -> dict[str, int]:
-        return self.counter.stats()
-
-    def report(self) -> str:
-        """One line for the end-of-epoch log, e.g. ``data problems: missing_file=3 (e.g. ...)``."""
-        return self.counter.report()
 
     def family_index(self, rng: np.random.Generator) -> int:
         return int(rng.choice(len(self.families), p=self.rates))
