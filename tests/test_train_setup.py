@@ -98,3 +98,32 @@ def test_python_api_rejects_unknown_options():
     with pytest.raises(TypeError, match="unknown training options"):
         namespace(epochz=3)
     assert namespace(epochs=3, exp_name="x").epochs == 3
+
+
+def test_full_training_of_chosen_modules_without_lora(tiny_ckpt):
+    import torch
+
+    from lisa.checkpoint.loader import load_pretrained
+
+    args = namespace(lora_r=0, train_modules="sam.vision_encoder, vision_tower")
+    assert args.train_prefixes == ["sam.vision_encoder", "vision_tower"]
+    with pytest.raises(ValueError, match="--lora_r must be >= 0"):
+        namespace(lora_r=-1)
+    model, _ = load_pretrained(tiny_ckpt, precision="fp32", progress=False)
+    with pytest.raises(ValueError, match="--train_modules sam.nothing"):
+        set_trainable(model, extra=["sam.nothing"])
+    trainable = set(set_trainable(model, extra=args.train_prefixes))
+    assert not any(".lora_" in n for n, _ in model.named_parameters())
+    assert any(n.startswith("sam.vision_encoder.") for n in trainable)
+    assert any(n.startswith("vision_tower.") for n in trainable)
+    assert not any(n.startswith(("mm_projector.", "llm.model.layers.")) for n in trainable)
+    # the encoders, frozen by default and run without autograd, now pass gradients
+    sam_px = torch.randn(1, 3, model.config.sam_image_size, model.config.sam_image_size)
+    model.encode_sam(sam_px).sum().backward()
+    assert model.sam.vision_encoder.patch_embed.projection.weight.grad is not None
+    clip = model.config.clip_image_size
+    model.vision_tower(torch.randn(1, 3, clip, clip)).sum().backward()
+    assert model.vision_tower.vision_tower.embeddings.patch_embedding.weight.grad is not None
+    set_trainable(model)  # back to the default: no gradient through the frozen encoders
+    model.zero_grad(set_to_none=True)
+    assert not model.encode_sam(sam_px).requires_grad

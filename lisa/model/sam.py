@@ -66,10 +66,13 @@ class SamPrompter:
         self.sam = sam
         self._pe: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
-    @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[B, 3, S, S] normalised pixels -> image embeddings [B, C, h, w] (SAM encoder is frozen)."""
-        return self.sam.vision_encoder(pixels).last_hidden_state
+        """[B, 3, S, S] normalised pixels -> image embeddings [B, C, h, w]. The encoder runs without
+        autograd (it is frozen in LISA) unless some of its parameters are being trained."""
+        encoder = self.sam.vision_encoder
+        grad = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
+        with torch.set_grad_enabled(grad):
+            return encoder(pixels).last_hidden_state
 
     def image_pe(self) -> torch.Tensor:
         p = self.sam.shared_image_embedding.positional_embedding

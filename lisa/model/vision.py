@@ -24,10 +24,12 @@ class VisionTower(nn.Module):
     def config(self) -> CLIPVisionConfig:
         return self.vision_tower.config
 
-    @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # No autograd through CLIP (frozen in LLaVA / LISA) unless some of it is being trained.
+        grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision_tower.parameters())
         dtype = next(self.vision_tower.parameters()).dtype
-        out = self.vision_tower(pixel_values.to(dtype), output_hidden_states=True)
+        with torch.set_grad_enabled(grad):
+            out = self.vision_tower(pixel_values.to(dtype), output_hidden_states=True)
         feats = out.hidden_states[self.select_layer]
         if self.select_feature == "patch":
             feats = feats[:, 1:]

@@ -40,7 +40,7 @@ def build_parser(prog: str = "lisa train") -> argparse.ArgumentParser:
     a("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
     a("--image_size", type=int, default=1024, help="SAM input size (the model's SAM decides)")
     a("--model_max_length", type=int, default=512)
-    a("--lora_r", type=int, default=8)
+    a("--lora_r", type=int, default=8, help="LoRA rank; 0 trains without LoRA (see --train_modules)")
     a("--vision-tower", "--vision_tower", dest="vision_tower", default=None,
       help="local CLIP folder (default: the one the model config names)")
     a("--load_in_8bit", action="store_true", help="accepted for compatibility; unused")
@@ -103,6 +103,8 @@ def build_parser(prog: str = "lisa train") -> argparse.ArgumentParser:
       help="llava15: LLaVA-1.5 task LoRA (r 128, alpha 256, all LLM linears, projector lr 2e-5)")
     a("--mm_projector_lr", type=float, default=None, help="train the projector with this learning rate")
     _bool_pair(ap, "train_embeddings", True, "train the full lm_head and embed_tokens (default on, as LISA)")
+    a("--train_modules", default="", help="comma-separated parameter-name prefixes (e.g. "
+      "sam.vision_encoder,llm.model.layers,vision_tower) also trained in full")
     a("--strict_data", action="store_true", help="stop at the first unusable sample instead of skipping it")
     a("--wandb", action="store_true", help="also log to Weights & Biases (needs the wandb package)")
     a("--max_steps", type=int, default=0, help="stop after this many optimizer steps in total (0: all epochs)")
@@ -130,7 +132,9 @@ def resolve(args: argparse.Namespace, argv: list[str] | None = None) -> argparse
         raise ValueError("--dataset is empty")
     if len(args.sample_rates.split(",")) != len(names) and not _explicit(argv, "sample_rates"):
         args.sample_rates = ",".join("1" for _ in names)  # the original default only fits 4 datasets
-    for key in ("epochs", "steps_per_epoch", "batch_size", "grad_accumulation_steps", "lora_r", "print_freq"):
+    if args.lora_r < 0:
+        raise ValueError(f"--lora_r must be >= 0 (0: no LoRA), got {args.lora_r}")
+    for key in ("epochs", "steps_per_epoch", "batch_size", "grad_accumulation_steps", "print_freq"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key} must be >= 1, got {getattr(args, key)}")
     if args.val_batch_size != 1:
@@ -140,7 +144,8 @@ def resolve(args: argparse.Namespace, argv: list[str] | None = None) -> argparse
     if args.deepspeed_config and not os.path.isfile(args.deepspeed_config):
         raise ValueError(f"--deepspeed_config {args.deepspeed_config}: file not found")
     args.lora_targets = [t.strip() for t in args.lora_target_modules.split(",") if t.strip()]
-    if not args.lora_targets:
+    args.train_prefixes = [t.strip() for t in args.train_modules.split(",") if t.strip()]
+    if not args.lora_targets and args.lora_r > 0:
         raise ValueError("--lora_target_modules is empty")
     return args
 

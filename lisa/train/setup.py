@@ -64,8 +64,14 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> LoraSettings:
 
 
 def set_trainable(model: nn.Module, *, train_mask_decoder: bool = True, train_embeddings: bool = True,
-                  train_projector: bool = False) -> list[str]:
-    """Freeze everything, then unfreeze LoRA, (lm_head, embed_tokens), mask decoder, [SEG] head."""
+                  train_projector: bool = False, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Freeze everything, then unfreeze LoRA, (lm_head, embed_tokens), mask decoder, [SEG] head and
+    every parameter whose name starts with one of ``extra`` (``--train_modules``)."""
+    extra = tuple(extra)
+    unknown = [e for e in extra if not any(n.startswith(e) for n, _ in model.named_parameters())]
+    if unknown:
+        raise ValueError(f"--train_modules {','.join(unknown)}: no parameter name starts with it (names look "
+                         "like llm.model.layers.0..., sam.vision_encoder..., vision_tower..., mm_projector...)")
     keys = []
     if train_embeddings:
         keys += ["lm_head", "embed_tokens"]
@@ -76,7 +82,8 @@ def set_trainable(model: nn.Module, *, train_mask_decoder: bool = True, train_em
     for name, p in model.named_parameters():
         trainable = ("lora_" in name
                      or (any(k in name for k in keys) and not name.startswith("vision_tower."))
-                     or (train_projector and name.startswith("mm_projector.")))
+                     or (train_projector and name.startswith("mm_projector."))
+                     or (bool(extra) and name.startswith(extra)))
         p.requires_grad_(trainable)
         if trainable:
             names.append(name)
@@ -159,7 +166,8 @@ def build_model(args):
     model.train()
     if args.gradient_checkpointing:
         enable_checkpointing(model.llm)
-    lora = apply_lora(model, LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, list(args.lora_targets)))
+    settings = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, list(args.lora_targets))
+    lora = apply_lora(model, settings) if args.lora_r > 0 else settings
     set_trainable(model, train_mask_decoder=args.train_mask_decoder, train_embeddings=args.train_embeddings,
-                  train_projector=args.mm_projector_lr is not None)
+                  train_projector=args.mm_projector_lr is not None, extra=getattr(args, "train_prefixes", ()))
     return model, tokenizer, lora
