@@ -133,6 +133,7 @@ class Trainer:
                 state["step_in_epoch"] = step_in_epoch + 1
                 images = float(sums[len(LOSS_KEYS)])
                 state["samples_seen"] = int(state.get("samples_seen", 0) + images)
+                state["train_seconds"] = float(state.get("train_seconds", 0.0)) + elapsed
                 bad = float(sums[len(LOSS_KEYS) + 1]) > 0
                 self._account_bad(bad)
                 record = self._record(sums, images, elapsed, bad)
@@ -220,6 +221,11 @@ class Trainer:
             if self.writer is not None:
                 self.writer.scalar("val/giou", giou, state["global_step"])
                 self.writer.scalar("val/ciou", ciou, state["global_step"])
+            if dist.is_main():  # one line per validation: the learning curve against training time
+                with open(self.run_dir / "val_log.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"epoch": epoch, "step": state["global_step"],
+                                        "train_seconds": round(float(state.get("train_seconds", 0.0)), 3),
+                                        "giou": giou, "ciou": ciou}) + "\n")
         if is_best:
             state["best_tag"] = checkpointing.tag_for(state["global_step"])
         tag = self.save()

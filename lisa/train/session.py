@@ -146,7 +146,7 @@ def run(args: Namespace | dict, *, on_step=None) -> Path:
 
     ckpt_dir = run_dir / "ckpt_model"
     state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "best_giou": -1.0, "best_ciou": -1.0,
-             "best_tag": None, "bad_steps": 0, "samples_seen": 0}
+             "best_tag": None, "bad_steps": 0, "samples_seen": 0, "train_seconds": 0.0}
     where = None
     if args.resume:
         where = checkpointing.locate(args.resume, args.tag)

@@ -1,0 +1,75 @@
+"""What the demo trains on and how: data sizes, steps, and the ``lisa train`` flags it turns into."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+
+STEPS_ENV = "LISA_DEMO_STEPS"  # a smaller step count for CI (tests, `make test`)
+
+# Everything but CLIP and the LLM's transformer layers is trained in full (no LoRA): the demo
+# starts from random weights, nothing is pretrained. See lisa/demo/init.py for why the LLM body
+# stays at its bag-of-words start and CLIP is left as it is.
+TRAIN_MODULES = ("sam.vision_encoder", "sam.mask_decoder", "mm_projector", "text_hidden_fcs",
+                 "llm.lm_head", "llm.model.embed_tokens")
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    seed: int = 0
+    n_train: int = 1000  # ReasonSeg train images
+    n_refer: int = 1000  # RefCOCO-format images (several questions each)
+    n_val: int = 200
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 8  # images per step
+    texts_per_image: int = 3  # num_classes_per_sample
+    sample_rates: str = "1,1"  # reason_seg, refer_seg
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    ce_loss_weight: float = 1.0
+    train_modules: tuple[str, ...] = TRAIN_MODULES
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["train_modules"] = list(self.train_modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DemoRecipe":
+        data = dict(data)
+        data["train_modules"] = tuple(data.get("train_modules", TRAIN_MODULES))
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def default_recipe(seed: int = 0, steps: int | None = None) -> DemoRecipe:
+    """The default demo, with ``steps`` (or ``$LISA_DEMO_STEPS``) replacing the step count."""
+    recipe = DemoRecipe(seed=seed)
+    if steps is None and os.environ.get(STEPS_ENV):
+        try:
+            steps = int(os.environ[STEPS_ENV])
+        except ValueError:
+            raise ValueError(f"${STEPS_ENV} must be an integer, got {os.environ[STEPS_ENV]!r}") from None
+    if steps is not None:
+        if steps < 1:
+            raise ValueError(f"the number of training steps must be >= 1, got {steps}")
+        recipe = replace(recipe, steps=int(steps), warmup_steps=min(recipe.warmup_steps, max(1, steps // 10)))
+    return recipe
+
+
+def train_args(recipe: DemoRecipe, *, base: str, dataset_dir: str, log_base_dir: str, exp_name: str = "demo",
+               workers: int = 0) -> dict:
+    """The ``lisa train`` flags (as a dict for :func:`lisa.train.run`) of the demo's training."""
+    return {
+        "version": str(base), "dataset_dir": str(dataset_dir), "log_base_dir": str(log_base_dir),
+        "exp_name": exp_name, "precision": "fp32", "seed": recipe.seed,
+        "dataset": "reason_seg||refer_seg", "sample_rates": recipe.sample_rates,
+        "reason_seg_data": "ReasonSeg|train", "refer_seg_data": "refcoco", "explanatory": -1,
+        "val_dataset": "ReasonSeg|val", "no_eval": True,
+        "epochs": 1, "steps_per_epoch": recipe.steps, "batch_size": recipe.batch_size,
+        "grad_accumulation_steps": 1, "num_classes_per_sample": recipe.texts_per_image,
+        "lr": recipe.lr, "warmup_steps": recipe.warmup_steps, "ce_loss_weight": recipe.ce_loss_weight,
+        "lora_r": 0, "train_modules": ",".join(recipe.train_modules),
+        "gradient_checkpointing": False, "auto_resume": False, "workers": workers,
+        "model_max_length": 512, "print_freq": 10,
+    }
