@@ -126,9 +126,14 @@ def evaluate(model, tokenizer, dataset, protocol: str = "teacher", *, all_querie
     was_training = model.training
     model.eval()
     rank, world = dist.rank(), dist.world_size()
-    mine = list(range(rank, len(dataset), world))
+    # Every process runs the same number of items (the last ones repeat an item and drop its result):
+    # under ZeRO-3 each forward gathers parameters with collectives that all processes must join.
+    per_rank = -(-len(dataset) // world)
+    mine = [rank + world * i for i in range(per_rank)]
     results: list[SampleResult] = []
     for idx in tqdm(mine, desc=f"eval {name}".strip(), disable=not progress or not dist.is_main(), unit="img"):
+        padding = idx >= len(dataset)
+        idx = idx % len(dataset)
         item = dataset[idx]
         if all_queries:
             item = all_query_item(dataset, idx, item)
@@ -139,6 +144,8 @@ def evaluate(model, tokenizer, dataset, protocol: str = "teacher", *, all_querie
             preds, counts, answers = _generate(model, tokenizer, item, conv_type, max_new_tokens)
         if len(preds) != gt.shape[0]:
             raise RuntimeError(f"{item['image_path']}: {len(preds)} predicted masks for {gt.shape[0]} targets")
+        if padding:
+            continue
         res = SampleResult(idx, item["image_path"], list(item["questions"]))
         for pred, target in zip(preds, gt):
             res.add(pred.cpu(), target)

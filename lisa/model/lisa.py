@@ -86,6 +86,12 @@ class LisaForSegmentation(nn.Module):
         low_res = self.prompter.decode(image_embedding, seg_embeds)
         return postprocess_masks(low_res, resize, original_size, self.config.sam_image_size)
 
+    def seg_path_anchor(self, image_embedding: torch.Tensor) -> torch.Tensor:
+        """0 x a pass of a zero prompt through the [SEG] head and SAM's mask decoder (see forward)."""
+        first = self.text_hidden_fcs[0][0]
+        emb = self.seg_embeddings(image_embedding.new_zeros((1, first.in_features)))
+        return self.prompter.decode(image_embedding, emb).float().sum() * 0.0
+
     def image_features_for_rows(self, input_ids: torch.Tensor, clip_feats: torch.Tensor,
                                 row_image: torch.Tensor) -> list[torch.Tensor]:
         """Features for every image token, in row-major order: a row's tokens use the row's image."""
@@ -142,11 +148,21 @@ class LisaForSegmentation(nn.Module):
         per_row = [hidden[n, pos] for n, pos in enumerate(positions)]
         sam_embeddings = self.encode_sam(images)
         pred_masks, counts = [], []
+        unused = hidden.new_zeros(())
         for b in range(n_images):
             rows = range(int(offset[b]), int(offset[b + 1]))
             h = torch.cat([per_row[n] for n in rows], 0) if len(rows) else hidden.new_zeros((0, hidden.shape[-1]))
-            emb = self.seg_embeddings(h)
             size = tuple(label_list[b].shape[-2:]) if label_list is not None else tuple(masks_list[b].shape[-2:])
+            if h.shape[0] == 0 and not inference:
+                # No [SEG] for this image (VQA, text-only answers): the [SEG] head and the mask decoder
+                # still run once, on a zero prompt and times 0, so that every image makes the same module
+                # calls and every parameter gets a gradient whatever the data (ZeRO-3 gathers parameters
+                # per module call and reduces gradients per parameter, in step across processes).
+                unused = unused + self.seg_path_anchor(sam_embeddings[b:b + 1])
+                pred_masks.append(hidden.new_zeros((0, *size)))
+                counts.append(0)
+                continue
+            emb = self.seg_embeddings(h)
             pred_masks.append(self.decode_masks(sam_embeddings[b:b + 1], emb, tuple(resize_list[b]), size))
             counts.append(emb.shape[0])
         if inference:
@@ -168,5 +184,5 @@ class LisaForSegmentation(nn.Module):
         mask_dice = self.config.dice_loss_weight * dice_sum / (num_masks + 1e-8)
         ce = result.get("ce_loss", mask_bce.new_zeros(()))
         result.update(mask_bce_loss=mask_bce, mask_dice_loss=mask_dice, mask_loss=mask_bce + mask_dice,
-                      loss=ce + mask_bce + mask_dice, num_masks=num_masks)
+                      loss=ce + mask_bce + mask_dice + unused, num_masks=num_masks)
         return result

@@ -59,6 +59,16 @@ def build_sam(config: SamConfig | dict[str, Any]) -> SamModel:
     return SamModel(config)
 
 
+def register_zero3_external_parameters(sam: SamModel) -> None:
+    """transformers' mask decoder reads its ``iou_token`` / ``mask_tokens`` weights directly in its own
+    forward, not through those embeddings' forward: tell ZeRO-3 to gather them with the decoder."""
+    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+    dec = sam.mask_decoder
+    for param in (dec.iou_token.weight, dec.mask_tokens.weight):
+        register_external_parameter(dec, param)
+
+
 class SamPrompter:
     """Image encoding and text-prompted mask decoding on a ``SamModel``."""
 
@@ -92,7 +102,9 @@ class SamPrompter:
         enc = self.sam.prompt_encoder
         h, w = image_embedding.shape[-2:]
         sparse = text_embeds.to(dtype)[None, :, None, :]  # [1, k, 1, C]
-        dense = enc.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, h, w)
+        # through the module (not .weight) so that ZeRO-3 gathers the partitioned parameter
+        no_mask = enc.no_mask_embed(torch.zeros(1, dtype=torch.long, device=image_embedding.device))
+        dense = no_mask.reshape(1, -1, 1, 1).expand(1, -1, h, w)
         masks, _ = self.sam.mask_decoder(
             image_embeddings=image_embedding.to(dtype),
             image_positional_embeddings=self.image_pe().to(dtype),

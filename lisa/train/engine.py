@@ -57,10 +57,14 @@ def load_config(args) -> dict:
             cfg[key] = base[key]
     cfg.pop("train_batch_size", None) if cfg.get("train_batch_size") == "auto" else None
     stage = int(cfg.get("zero_optimization", {}).get("stage", 0))
-    if stage == 3:
-        raise ValueError(f"--deepspeed_config {args.deepspeed_config}: ZeRO stage 3 is not supported yet (the "
-                         "SAM prompt path reads parameters outside their modules' forward, which stage 3 "
-                         "partitions); use stage 2, with offload_optimizer to CPU for less GPU memory")
+    if stage == 3 and not args.no_eval and getattr(args, "protocol", "teacher") == "generate":
+        from . import dist
+
+        if dist.world_size() > 1:
+            raise ValueError(f"--deepspeed_config {args.deepspeed_config}: ZeRO-3 over several processes cannot "
+                             "validate with --protocol generate (answers of different lengths make the processes' "
+                             "parameter gathers differ); validate with the teacher protocol, or afterwards with "
+                             "`lisa eval --protocol generate` on the exported model")
     for section in ("optimizer", "scheduler"):
         params = cfg[section].get("params", {})
         for k, v in list(params.items()):
@@ -117,5 +121,9 @@ def create_engine(model: torch.nn.Module, args):
     resolved["optimizer"] = {"type": type(optimizer).__name__, "params": {
         "lr": [g["lr"] for g in optimizer.param_groups], "betas": list(optimizer.defaults["betas"]),
         "weight_decay": optimizer.defaults["weight_decay"]}}
+    if int(zero.get("stage", 0)) == 3 and getattr(model, "sam", None) is not None:
+        from ..model.sam import register_zero3_external_parameters
+
+        register_zero3_external_parameters(model.sam)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
     return engine, resolved

@@ -65,6 +65,12 @@ class Trainer:
     interval: dict = field(default_factory=dict)
     present: set = field(default_factory=set)  # loss parts the model reports (no mask parts for LLaVA)
     anchor_params: list | None = None
+    last_batch: dict | None = None
+
+    @property
+    def zero3(self) -> bool:
+        stage = getattr(self.engine, "zero_optimization_stage", None)
+        return callable(stage) and stage() == 3
 
     @property
     def ckpt_dir(self) -> Path:
@@ -74,11 +80,16 @@ class Trainer:
     def _anchor(self) -> torch.Tensor:
         """0 times the SAM decoder / [SEG] head parameters. A micro-batch without any [SEG] (VQA,
         text-only answers) does not use them; every rank must still produce a gradient for every
-        parameter, or ZeRO's gradient reductions differ between ranks and the collectives hang."""
+        parameter, or ZeRO's gradient reductions differ between ranks and the collectives hang.
+        Under ZeRO-3 the parameters are partitioned outside their modules' forward; there the model's
+        forward itself runs those modules for an image without [SEG] (LisaForSegmentation.forward)."""
+        module = self.engine.module
         if self.anchor_params is None:
-            self.anchor_params = [p for n, p in self.engine.module.named_parameters()
+            self.anchor_params = [p for n, p in module.named_parameters()
                                   if p.requires_grad and n.startswith(("sam.", "text_hidden_fcs."))]
         if not self.anchor_params:
+            return torch.zeros((), device=self.engine.device)
+        if self.zero3:
             return torch.zeros((), device=self.engine.device)
         return torch.stack([p.sum().float() for p in self.anchor_params]).sum() * 0.0
 
@@ -95,11 +106,21 @@ class Trainer:
                 log.warning("skipping a micro-batch: %s", e)
                 batch = None
             sums[-1] += time.perf_counter() - t
+            if batch is None and self.zero3 and self.last_batch is not None:
+                # ZeRO-3 needs the same module calls on every process: replay the last batch, times 0
+                engine.backward(engine(**self.last_batch)["loss"] * 0.0)
+                engine.step()
+                continue
             if batch is None:
+                if self.zero3:
+                    raise TrainingError("the first micro-batch could not be loaded, and ZeRO-3 cannot skip it "
+                                        "(see the warning above; `lisa data check` finds unusable samples)")
                 engine.backward(zero_loss(engine.module))
                 engine.step()
                 continue
             batch = batch_to(batch, engine.device, self.dtype)
+            if self.zero3:
+                self.last_batch = batch
             out = engine(**batch)
             loss = out["loss"] + self._anchor()
             n = batch["images"].shape[0]
