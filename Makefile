@@ -19,11 +19,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Until the trained demo lands: a tiny random checkpoint answering one query on the bundled image.
+# The embedded demo: synthetic data -> train (a few CPU minutes, once) -> eval -> export -> two answers.
 demo: $(STAMP)
-	@test -f demo_out/tiny/config.json || $(VENV)/bin/lisa make-tiny demo_out/tiny
-	$(VENV)/bin/lisa chat --version demo_out/tiny --image lisa/assets/example_shapes.jpg \
-		--prompt "Segment the blue circle." --max_new_tokens 16 --vis_save_path demo_out/vis --device cpu
+	$(VENV)/bin/lisa demo --out demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
