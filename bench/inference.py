@@ -124,6 +124,27 @@ def original_algorithm(model, image, ids, n_tokens, device):
     return time.perf_counter() - t0
 
 
+def decode_bytes(model) -> int:
+    """Weight bytes one decode step reads: every LLM decoder weight plus the LM head."""
+    params = list(model.decoder.layers.parameters()) + list(model.lm_head.parameters())
+    return sum(p.numel() * p.element_size() for p in params)
+
+
+@torch.no_grad()
+def stream_bandwidth(model, device, repeats: int = 20) -> float:
+    """Bytes per second of a matrix-vector product with the LM head, the largest weight (larger than
+    the CPU caches for medium and up): the memory bandwidth a decode step can use."""
+    w = model.lm_head.weight
+    x = torch.randn(1, w.shape[1], dtype=w.dtype, device=device)
+    torch.nn.functional.linear(x, w)
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        torch.nn.functional.linear(x, w)
+    sync(device)
+    return w.numel() * w.element_size() * repeats / (time.perf_counter() - t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="medium")
@@ -166,6 +187,11 @@ def main() -> None:
         print(row(f"  {key}", [t[key] for t in firsts]))
     ratio = statistics.median(t["token_last"] for t in firsts) / statistics.median(t["token_2"] for t in firsts)
     print(f"token {args.tokens} / token 2 cost ratio: {ratio:.2f}")
+    per_token = statistics.median(t["per_token"] for t in firsts)
+    nbytes, bw = decode_bytes(model), stream_bandwidth(model, args.device)
+    print(f"decode reads {nbytes / 1e6:.0f} MB of weights per token: {nbytes / per_token / 1e9:.1f} GB/s achieved; "
+          f"weight streaming on this machine {bw / 1e9:.1f} GB/s, so {args.tokens} tokens cost at least "
+          f"{args.tokens * nbytes / bw * 1000:.0f} ms")
     if args.baseline:
         base = [original_algorithm(model, rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), ids, args.tokens,
                                    args.device) for _ in range(max(1, args.runs // 2))]
