@@ -1,0 +1,192 @@
+"""Plain-PyTorch experiment for the demo model: how fast does it learn the shapes task on this CPU?
+
+    python bench/demo_experiment.py --data /tmp/synthA --steps 600 --batch 8
+
+Prints loss and timings, then gIoU/cIoU (teacher-forced) on the val split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+from lisa.data.collate import collate
+from lisa.data.reason_seg import ReasonSegDataset
+from lisa.data.validation import ValDataset
+from lisa.demo.model import DEMO_SIZES, build_demo_model, build_demo_tokenizer
+
+
+def iou_stats(pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor):
+    valid = ignore != 255
+    p, g = (pred > 0) & valid, (gt > 0) & valid
+    inter = float((p & g).sum())
+    union = float((p | g).sum())
+    return inter, union
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, val, n_tokens, batch=8, limit=None, families=None):
+    model.eval()
+    inter_sum = union_sum = 0.0
+    ious = []
+    per_family = {}
+    n = len(val) if limit is None else min(limit, len(val))
+    for start in range(0, n, batch):
+        items = [val[i] for i in range(start, min(n, start + batch))]
+        b = collate(items, tokenizer, num_image_tokens=n_tokens)
+        out = model(**{k: b[k] for k in ("images", "images_clip", "input_ids", "attention_mask", "offset",
+                                         "masks_list", "label_list", "resize_list")}, inference=True)
+        for pred, gt, lab in zip(out["pred_masks"], b["masks_list"], b["label_list"]):
+            for k in range(gt.shape[0]):
+                i, u = iou_stats(pred[k], gt[k], lab)
+                inter_sum += i
+                union_sum += u
+                ious.append(i / (u + 1e-5) if u > 0 else 1.0)
+    if families:
+        for f, v in zip(families, ious):
+            per_family.setdefault(f, []).append(v)
+        print("   " + " ".join(f"{f}={np.mean(v):.2f}" for f, v in sorted(per_family.items())), flush=True)
+    model.train()
+    return float(np.mean(ious)), inter_sum / (union_sum + 1e-10)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--texts", type=int, default=3, help="num_classes_per_sample")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--train_sam_encoder", type=int, default=1)
+    ap.add_argument("--train_clip", type=int, default=1)
+    ap.add_argument("--sizes", default="{}", help="JSON overrides of DEMO_SIZES parts")
+    ap.add_argument("--eval_every", type=int, default=0)
+    ap.add_argument("--eval_n", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", default="/tmp/demo_exp_model.pt")
+    ap.add_argument("--ce_weight", type=float, default=1.0)
+    ap.add_argument("--init_range", type=float, default=0.02)
+    ap.add_argument("--freeze_llm", type=int, default=0, help="1: body frozen (embeddings train); 2: also q/v train")
+    ap.add_argument("--mix", default="", help='e.g. "reason_seg||refer_seg"')
+    ap.add_argument("--rates", default="1,1")
+    ap.add_argument("--whiten", type=float, default=0.0, help="whiten the [SEG] head (variance floor)")
+    ap.add_argument("--bow", type=float, default=0.0, help="bag-of-words LLM init with this beta")
+    ap.add_argument("--data_seed", type=int, default=0)
+    ap.add_argument("--freeze_projector", type=int, default=0, help="1: keep mm_projector at its init")
+    ap.add_argument("--qk_gain", type=float, default=3.0,
+                    help="multiply the mask decoder's q/k projection weights by this at init (sharper attention)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    sizes = copy.deepcopy(DEMO_SIZES)
+    for part, over in json.loads(args.sizes).items():
+        if isinstance(over, dict):
+            sizes[part].update(over)
+        else:
+            sizes[part] = over
+    sizes["llm"]["initializer_range"] = args.init_range
+    tok = build_demo_tokenizer(args.data, args.save + ".tok", sizes["vocab"])
+    model = build_demo_model(tok, seed=args.seed, sizes=sizes, llm_init="bow" if args.bow else "random",
+                             bow_beta=args.bow or 8.0)
+    with torch.no_grad():
+        for name, p in model.sam.mask_decoder.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                p.mul_(args.qk_gain)
+    cfg = model.config
+    cfg.ce_loss_weight = args.ce_weight
+    n_tokens = cfg.num_image_tokens
+    for name, p in model.named_parameters():
+        p.requires_grad = "positional_embedding" not in name
+        if name.startswith("vision_tower") and not args.train_clip:
+            p.requires_grad = False
+        if name.startswith("mm_projector") and args.freeze_projector:
+            p.requires_grad = False
+        if name.startswith("sam.vision_encoder") and not args.train_sam_encoder:
+            p.requires_grad = False
+        if args.freeze_llm and name.startswith("llm.model.") and "embed_tokens" not in name and not (
+                args.freeze_llm == 2 and ("q_proj" in name or "v_proj" in name)):
+            p.requires_grad = False
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"params {n_params/1e6:.2f}M trainable {n_train/1e6:.2f}M; vocab {len(tok)}; image tokens {n_tokens}",
+          flush=True)
+
+    if args.mix:
+        from lisa.data import build_train_dataset
+        ds = build_train_dataset({"dataset_dir": args.data, "dataset": args.mix, "sample_rates": args.rates,
+                                  "refer_seg_data": "refcoco", "vqa_data": "synth_vqa", "explanatory": -1,
+                                  "num_classes_per_sample": args.texts, "seed": args.seed},
+                                 clip_size=cfg.clip_image_size, sam_size=cfg.sam_image_size,
+                                 samples_per_epoch=args.steps * args.batch)
+    else:
+        ds = ReasonSegDataset(args.data, "ReasonSeg|train", explanatory=-1, samples_per_epoch=args.steps * args.batch,
+                              num_classes_per_sample=args.texts, clip_size=cfg.clip_image_size,
+                              sam_size=cfg.sam_image_size, seed=args.seed)
+    val = ValDataset(args.data, "ReasonSeg|val", clip_size=cfg.clip_image_size, sam_size=cfg.sam_image_size)
+    from lisa.data.synth import _reason_seg_sample
+    fams = [_reason_seg_sample(args.data_seed, "val", i)[3] for i in range(min(args.eval_n, len(val)))]
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=args.batch, shuffle=False, num_workers=args.workers,
+        collate_fn=lambda b: collate(b, tok, num_image_tokens=n_tokens), persistent_workers=False)
+    if args.whiten:
+        from lisa.demo.init import seg_hidden_states, whiten_seg_head
+        probe = [collate([ds[i] for i in range(k, k + 8)], tok, num_image_tokens=n_tokens) for k in range(0, 256, 8)]
+        hs = seg_hidden_states(model, probe)
+        whiten_seg_head(model, hs, args.seed, floor=args.whiten)
+        print(f"whitened the [SEG] head on {hs.shape[0]} hidden states", flush=True)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                            betas=(0.9, 0.95), weight_decay=0.0)
+
+    def lr_at(step):
+        if step < args.warmup:
+            return (step + 1) / args.warmup
+        return max(0.0, (args.steps - step) / max(1, args.steps - args.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    t0 = time.time()
+    data_t = 0.0
+    tl = time.time()
+    keys = ("images", "images_clip", "input_ids", "labels", "attention_mask", "offset", "masks_list",
+            "label_list", "resize_list")
+    curve = []
+    for step, batch in enumerate(loader):
+        data_t += time.time() - tl
+        out = model(**{k: batch[k] for k in keys})
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 20 == 0 or step == args.steps - 1:
+            el = time.time() - t0
+            print(f"step {step:4d} t={el:6.1f}s data={data_t:5.1f}s loss {out['loss'].item():.4f} "
+                  f"ce {out['ce_loss'].item():.4f} bce {out['mask_bce_loss'].item():.4f} "
+                  f"dice {out['mask_dice_loss'].item():.4f}", flush=True)
+        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+            te = time.time()
+            g, c = evaluate(model, tok, val, n_tokens, limit=args.eval_n, families=fams)
+            t0 += time.time() - te
+            curve.append((time.time() - t0, g, c))
+            print(f"  eval@{step+1}: gIoU {g:.4f} cIoU {c:.4f}", flush=True)
+        tl = time.time()
+    train_s = time.time() - t0
+    te = time.time()
+    g, c = evaluate(model, tok, val, n_tokens, limit=args.eval_n, families=fams)
+    print(f"FINAL train {train_s:.1f}s eval {time.time()-te:.1f}s gIoU {g:.4f} cIoU {c:.4f} "
+          f"maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1e6:.2f}GB", flush=True)
+    torch.save(model.state_dict(), args.save)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
