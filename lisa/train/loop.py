@@ -64,7 +64,6 @@ class Trainer:
     bad_in_a_row: int = 0
     interval: dict = field(default_factory=dict)
     present: set = field(default_factory=set)  # loss parts the model reports (no mask parts for LLaVA)
-    anchor_params: list | None = None
     last_batch: dict | None = None
 
     @property
@@ -77,22 +76,6 @@ class Trainer:
         return self.run_dir / "ckpt_model"
 
     # ---- one optimizer step -------------------------------------------------------------------
-    def _anchor(self) -> torch.Tensor:
-        """0 times the SAM decoder / [SEG] head parameters. A micro-batch without any [SEG] (VQA,
-        text-only answers) does not use them; every rank must still produce a gradient for every
-        parameter, or ZeRO's gradient reductions differ between ranks and the collectives hang.
-        Under ZeRO-3 the parameters are partitioned outside their modules' forward; there the model's
-        forward itself runs those modules for an image without [SEG] (LisaForSegmentation.forward)."""
-        module = self.engine.module
-        if self.anchor_params is None:
-            self.anchor_params = [p for n, p in module.named_parameters()
-                                  if p.requires_grad and n.startswith(("sam.", "text_hidden_fcs."))]
-        if not self.anchor_params:
-            return torch.zeros((), device=self.engine.device)
-        if self.zero3:
-            return torch.zeros((), device=self.engine.device)
-        return torch.stack([p.sum().float() for p in self.anchor_params]).sum() * 0.0
-
     def _micro_batches(self, it):
         engine, args = self.engine, self.args
         sums = torch.zeros(len(LOSS_KEYS) + 3, dtype=torch.float64)  # losses, images, bad, data time
@@ -122,7 +105,9 @@ class Trainer:
             if self.zero3:
                 self.last_batch = batch
             out = engine(**batch)
-            loss = out["loss"] + self._anchor()
+            # Every rank uses the same parameters, [SEG] or not: the model's forward runs the [SEG]
+            # path on a zero prompt for an image without [SEG] (LisaForSegmentation.forward).
+            loss = out["loss"]
             n = batch["images"].shape[0]
             if torch.isfinite(loss.detach()).all():
                 for i, k in enumerate(LOSS_KEYS):
