@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     from lisa.demo.run import evaluate_model
 
     info = train_once(out, args)
-    untrained = evaluate_model(out / "base", out / "data", "teacher", progress=False)
+    untrained = evaluate_model(out / "base", out / "data", progress=False)["teacher"]
     curve = info["curve"]
     if curve:
         curve[0]["untrained_giou"], curve[0]["untrained_ciou"] = untrained["giou"], untrained["ciou"]

@@ -38,16 +38,12 @@ class DemoResult:
 
 
 def prepare_all_data(data_dir: Path, recipe: DemoRecipe, progress: bool = True) -> dict:
-    from .data import prepare_data
+    from .data import prepare_data, stamped
     from .refer import write_refer_shapes
 
     summary = prepare_data(data_dir, recipe.n_train, recipe.n_val, recipe.seed, progress=progress)
-    stamp = data_dir / "demo_refer.json"
-    want = {"n_images": recipe.n_refer, "seed": recipe.seed}
-    old = json.loads(stamp.read_text(encoding="utf-8")) if stamp.is_file() else None
-    if old is None or old.get("request") != want:
-        refer = write_refer_shapes(data_dir, recipe.n_refer, recipe.seed, progress=progress)
-        stamp.write_text(json.dumps({"request": want, "summary": refer}, indent=2) + "\n", encoding="utf-8")
+    stamped(data_dir, "demo_refer.json", {"n_images": recipe.n_refer, "seed": recipe.seed},
+            lambda: write_refer_shapes(data_dir, recipe.n_refer, recipe.seed, progress=progress))
     return summary
 
 
@@ -74,8 +70,10 @@ def trained_recipe(model_dir: Path) -> dict | None:
         return None
 
 
-def evaluate_model(model_dir: Path, data_dir: Path, protocol: str = "teacher", progress: bool = True) -> dict:
-    """gIoU / cIoU of a model folder on the demo's ReasonSeg|val with ``lisa eval``'s code."""
+def evaluate_model(model_dir: Path, data_dir: Path, protocols: tuple[str, ...] = ("teacher",),
+                   progress: bool = True) -> dict[str, dict]:
+    """gIoU / cIoU of a model folder on the demo's ReasonSeg|val with ``lisa eval``'s code, per
+    protocol (the model and the val set are loaded once)."""
     from ..checkpoint.loader import load_pretrained
     from ..data import build_val_dataset
     from ..evaluation import evaluate
@@ -84,10 +82,13 @@ def evaluate_model(model_dir: Path, data_dir: Path, protocol: str = "teacher", p
     cfg = model.config
     val = build_val_dataset(str(data_dir), "ReasonSeg|val", clip_size=cfg.clip_image_size,
                             sam_size=cfg.sam_image_size, use_mm_start_end=cfg.mm_use_im_start_end)
-    metrics = evaluate(model.eval(), tokenizer, val, protocol, max_new_tokens=16, progress=progress,
-                       name="ReasonSeg|val")
-    metrics.pop("samples", None)
-    return metrics
+    results = {}
+    for protocol in protocols:
+        metrics = evaluate(model.eval(), tokenizer, val, protocol, max_new_tokens=16, progress=progress,
+                           name="ReasonSeg|val")
+        metrics.pop("samples", None)
+        results[protocol] = metrics
+    return results
 
 
 def check_evals(steps: int, evals: int) -> int:
@@ -130,8 +131,8 @@ def train_and_export(out: Path, recipe: DemoRecipe, progress: bool = True, worke
     info = {"recipe": recipe.to_dict(), "threads": torch.get_num_threads(),
             "curve": read_curve(run_dir), "wall_seconds": round(wall, 1)}
     info["train_seconds"] = info["curve"][-1]["train_seconds"] if info["curve"] else round(wall, 1)
-    info["metrics"] = evaluate_model(model_dir, data_dir, "teacher", progress)
-    info["generate_metrics"] = evaluate_model(model_dir, data_dir, "generate", progress)
+    scores = evaluate_model(model_dir, data_dir, ("teacher", "generate"), progress)
+    info["metrics"], info["generate_metrics"] = scores["teacher"], scores["generate"]
     (model_dir / DEMO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info
 
