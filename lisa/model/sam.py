@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from transformers import SamConfig, SamModel
 
+from .sam_attention import use_banded_attention
+
 # ViT image encoders of the official checkpoints (sam_vit_{b,l,h}_*.pth).
 SAM_PRESETS: dict[str, dict[str, Any]] = {
     "vit_b": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
@@ -56,7 +58,9 @@ def sam_config_from_dict(data: dict[str, Any]) -> SamConfig:
 def build_sam(config: SamConfig | dict[str, Any]) -> SamModel:
     if isinstance(config, dict):
         config = sam_config_from_dict(config)
-    return SamModel(config)
+    sam = SamModel(config)
+    use_banded_attention(sam)
+    return sam
 
 
 def register_zero3_external_parameters(sam: SamModel) -> None:
