@@ -1,6 +1,10 @@
 """Plain-PyTorch experiment for the demo model: how fast does it learn the shapes task on this CPU?
 
-    python bench/demo_experiment.py --data /tmp/synthA --steps 600 --batch 8
+    python bench/demo_experiment.py --data demo_out/data --steps 600 --eval_every 200
+
+The defaults are the demo's recipe (lisa/demo/recipe.py, lisa/demo/model.py); flags change one
+part at a time. ``--oracle 1`` replaces the LLM by an ideal bag of content words (an upper bound for
+what SAM can learn in the budget).
 
 Prints loss and timings, then gIoU/cIoU (teacher-forced) on the val split.
 """
@@ -21,7 +25,8 @@ import torch
 from lisa.data.collate import collate
 from lisa.data.reason_seg import ReasonSegDataset
 from lisa.data.validation import ValDataset
-from lisa.demo.model import DEMO_SIZES, build_demo_model, build_demo_tokenizer
+from lisa.demo.model import (DEMO_SIZES, IDF_SHARPNESS, PROMPT_GAIN, QK_GAIN, build_demo_model,
+                             build_demo_tokenizer)
 
 
 def iou_stats(pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor):
@@ -58,6 +63,37 @@ def evaluate(model, tokenizer, val, n_tokens, batch=8, limit=None, families=None
     return float(np.mean(ious)), inter_sum / (union_sum + 1e-10)
 
 
+ORACLE_WORDS = (r"\bred", r"\bgreen", r"\bblue", r"\byellow", r"circle", r"square", r"triangle",
+                r"\bnot\b|non-", r"largest|biggest|most area", r"smallest|tiniest|least area",
+                r"\bleft", r"\bright", r"top|highest", r"bottom|lowest")
+
+
+def install_oracle(model, tok):
+    """The prompt of each [SEG] = Linear(indicator of content words of its question): what a perfect
+    bag-of-words language model would give SAM."""
+    import re
+    n = len(ORACLE_WORDS)
+    model.oracle = torch.nn.Linear(n, model.config.out_dim)
+    queue = []
+    forward = model.forward
+
+    def features(ids):
+        text = tok.decode([int(t) for t in ids if t >= 0])
+        q = text.split("USER:")[-1].split("ASSISTANT:")[0].lower()
+        return torch.tensor([1.0 if re.search(w, q) else 0.0 for w in ORACLE_WORDS])
+
+    def patched_forward(**kw):
+        queue.clear()
+        queue.extend(features(row) for row in kw["input_ids"])
+        return forward(**kw)
+
+    def seg_embeddings(h):
+        feats = torch.stack([queue.pop(0) for _ in range(h.shape[0])])
+        return model.oracle(feats) + 0.0 * h.sum()
+    model.forward = patched_forward
+    model.seg_embeddings = seg_embeddings
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -65,10 +101,10 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--texts", type=int, default=3, help="num_classes_per_sample")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--train_sam_encoder", type=int, default=1)
-    ap.add_argument("--train_clip", type=int, default=1)
+    ap.add_argument("--train_clip", type=int, default=0)
     ap.add_argument("--sizes", default="{}", help="JSON overrides of DEMO_SIZES parts")
     ap.add_argument("--eval_every", type=int, default=0)
     ap.add_argument("--eval_n", type=int, default=200)
@@ -77,14 +113,20 @@ def main(argv=None):
     ap.add_argument("--save", default="/tmp/demo_exp_model.pt")
     ap.add_argument("--ce_weight", type=float, default=1.0)
     ap.add_argument("--init_range", type=float, default=0.02)
-    ap.add_argument("--freeze_llm", type=int, default=0, help="1: body frozen (embeddings train); 2: also q/v train")
-    ap.add_argument("--mix", default="", help='e.g. "reason_seg||refer_seg"')
+    ap.add_argument("--freeze_llm", type=int, default=1, help="1: body frozen (embeddings train); 2: also q/v train")
+    ap.add_argument("--mix", default="reason_seg||refer_seg", help='e.g. "reason_seg||refer_seg"')
     ap.add_argument("--rates", default="1,1")
     ap.add_argument("--whiten", type=float, default=0.0, help="whiten the [SEG] head (variance floor)")
-    ap.add_argument("--bow", type=float, default=0.0, help="bag-of-words LLM init with this beta")
+    ap.add_argument("--bow", type=float, default=8.0, help="bag-of-words LLM init with this beta")
+    ap.add_argument("--idf", type=float, default=IDF_SHARPNESS,
+                    help="bag-of-words layer 0 attends by token importance (IDF) with this sharpness")
+    ap.add_argument("--prompt_gain", type=float, default=PROMPT_GAIN,
+                    help="multiply the [SEG] head's last layer by this at init (larger prompts)")
+    ap.add_argument("--oracle", type=int, default=0,
+                    help="1: the SAM prompt is a linear map of the question's content words (bypasses the LLM)")
     ap.add_argument("--data_seed", type=int, default=0)
-    ap.add_argument("--freeze_projector", type=int, default=0, help="1: keep mm_projector at its init")
-    ap.add_argument("--qk_gain", type=float, default=3.0,
+    ap.add_argument("--freeze_projector", type=int, default=1, help="1: keep mm_projector at its init")
+    ap.add_argument("--qk_gain", type=float, default=QK_GAIN,
                     help="multiply the mask decoder's q/k projection weights by this at init (sharper attention)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -97,12 +139,14 @@ def main(argv=None):
             sizes[part] = over
     sizes["llm"]["initializer_range"] = args.init_range
     tok = build_demo_tokenizer(args.data, args.save + ".tok", sizes["vocab"])
+    importance = None
+    if args.idf:
+        from lisa.demo.init import token_importance
+        from lisa.demo.model import data_texts, template_texts
+        importance = token_importance(tok, data_texts(args.data), template_texts())
     model = build_demo_model(tok, seed=args.seed, sizes=sizes, llm_init="bow" if args.bow else "random",
-                             bow_beta=args.bow or 8.0)
-    with torch.no_grad():
-        for name, p in model.sam.mask_decoder.named_parameters():
-            if name.endswith(("q_proj.weight", "k_proj.weight")):
-                p.mul_(args.qk_gain)
+                             bow_beta=args.bow or 8.0, importance=importance, sharpness=args.idf or 8.0,
+                             prompt_gain=args.prompt_gain, qk_gain=args.qk_gain)
     cfg = model.config
     cfg.ce_loss_weight = args.ce_weight
     n_tokens = cfg.num_image_tokens
@@ -145,6 +189,8 @@ def main(argv=None):
         hs = seg_hidden_states(model, probe)
         whiten_seg_head(model, hs, args.seed, floor=args.whiten)
         print(f"whitened the [SEG] head on {hs.shape[0]} hidden states", flush=True)
+    if args.oracle:
+        install_oracle(model, tok)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                             betas=(0.9, 0.95), weight_decay=0.0)
 

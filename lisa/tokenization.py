@@ -309,8 +309,11 @@ def train_llama_style_tokenizer(texts, vocab_size: int, out_dir, model_max_lengt
     budget = vocab_size - n_fixed
 
     counter = Tokenizer(models.BPE())
-    counter.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always",
-                                                     split=True)
+    # Punctuation is kept out of the merges ("red?" encodes as "▁red" "?", as LLaMA's vocabulary does),
+    # so a word is one token whatever follows it.
+    counter.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=True),
+        pre_tokenizers.Punctuation("isolated")])
     trainer = trainers.BpeTrainer(vocab_size=budget, limit_alphabet=budget, show_progress=False,
                                   special_tokens=[])
     counter.train_from_iterator(texts, trainer)

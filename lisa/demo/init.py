@@ -122,8 +122,24 @@ def space_to_depth_init(model, seed: int = 0) -> None:
     dec.upscale_conv2.bias.copy_(b2)
 
 
+def token_importance(tokenizer, texts, common) -> torch.Tensor:
+    """Per-token weight in [0, 1]: the inverse document frequency of each token over ``texts``
+    (scaled by its largest value), 0 for tokens of ``common`` texts (system prompt, templates) and
+    for tokens that never occur."""
+    import math
+
+    counts = torch.zeros(len(tokenizer))
+    for text in texts:
+        counts[sorted(set(tokenizer(text, add_special_tokens=False)["input_ids"]))] += 1
+    idf = torch.where(counts > 0, torch.log(len(texts) / counts.clamp(min=1)), torch.zeros(()))
+    for text in common:
+        idf[tokenizer(text, add_special_tokens=False)["input_ids"]] = 0.0
+    return idf / max(float(idf.max()), math.ulp(1.0))
+
+
 @torch.no_grad()
-def bag_of_words_init(model, seed: int = 0, beta: float = 8.0) -> None:
+def bag_of_words_init(model, seed: int = 0, beta: float = 8.0, importance: torch.Tensor | None = None,
+                      sharpness: float = 8.0) -> None:
     """Start the LLM as a bag of words of its context.
 
     A randomly initialised LLM's last hidden state hardly depends on the question (the [SEG]
@@ -133,7 +149,11 @@ def bag_of_words_init(model, seed: int = 0, beta: float = 8.0) -> None:
     (zero queries) and copies its normalised inputs (identity values, ``beta`` x identity output);
     every other residual branch starts at zero. The hidden state at position t is then
     ``embedding(t) + beta * mean(normalised embeddings up to t)``, which the [SEG] head can read
-    the query from; image tokens start silent (zero projector output) and may be learned.
+    the query from; image tokens start silent (zero projector output).
+
+    With ``importance`` (one weight in [0, 1] per token, see :func:`token_importance`) layer 0
+    attends by it instead of uniformly (:func:`_importance_attention`): in a plain mean the one
+    word that matters ("red") is a sixtieth of the state, next to the system prompt and templates.
     """
     llm = model.llm
     cfg = llm.config
@@ -154,9 +174,33 @@ def bag_of_words_init(model, seed: int = 0, beta: float = 8.0) -> None:
         for lin in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.down_proj):
             if lin.bias is not None:
                 lin.bias.zero_()
+    if importance is not None:
+        _importance_attention(llm, importance, sharpness)
     last = model.mm_projector[-1] if isinstance(model.mm_projector, torch.nn.Sequential) else model.mm_projector
     last.weight.zero_()
     last.bias.zero_()
+
+
+def _importance_attention(llm, importance: torch.Tensor, sharpness: float) -> None:
+    """Layer 0 attends by token importance instead of uniformly: embedding channel 0 is a constant
+    and channel 1 holds the token's importance; every head's query reads the constant and its key
+    the importance, both in the slowest rotary pair (which hardly turns over a few hundred
+    positions), so the score of key token t is about ``sharpness * importance[t]`` wherever it is."""
+    cfg = llm.config
+    hidden, heads = int(cfg.hidden_size), int(cfg.num_attention_heads)
+    head_dim = hidden // heads
+    if importance.shape != (llm.get_input_embeddings().weight.shape[0],):
+        raise ValueError(f"importance must have one value per token, got shape {tuple(importance.shape)}")
+    emb = llm.get_input_embeddings().weight
+    emb[:, 0] = 1.0
+    emb[:, 1] = importance.to(emb.dtype)
+    attn = llm.model.layers[0].self_attn
+    attn.q_proj.weight.zero_()
+    attn.k_proj.weight.zero_()
+    slow = head_dim // 2 - 1
+    for h in range(heads):
+        attn.q_proj.weight[h * head_dim + slow, 0] = sharpness * head_dim ** 0.5
+        attn.k_proj.weight[h * head_dim + slow, 1] = 1.0
 
 
 @torch.no_grad()

@@ -28,8 +28,11 @@ DEMO_SIZES = dict(
     sam=dict(image_size=128, patch_size=8, window_size=8, hidden_size=96, num_hidden_layers=4,
              num_attention_heads=4, global_attn_indexes=[1, 3], prompt_dim=128, decoder_mlp_dim=256,
              decoder_heads=4, initializer_range=0.02),
-    vocab=640,
+    vocab=1024,  # an upper bound: the tokenizer stops when every word of the data is one token (~700)
 )
+IDF_SHARPNESS = 8.0  # attention score of the most important token (see lisa.demo.init)
+PROMPT_GAIN = 4.0
+QK_GAIN = 3.0
 
 
 def demo_config(vocab_size: int, sizes: dict | None = None) -> LisaConfig:
@@ -58,9 +61,14 @@ def fix_sam_init(model: LisaForSegmentation, seed: int = 0) -> None:
 
 
 def build_demo_model(tokenizer, seed: int = 0, sizes: dict | None = None, llm_init: str = "bow",
-                     bow_beta: float = 8.0) -> LisaForSegmentation:
+                     bow_beta: float = 8.0, importance: torch.Tensor | None = None,
+                     sharpness: float = IDF_SHARPNESS, prompt_gain: float = PROMPT_GAIN,
+                     qk_gain: float = QK_GAIN) -> LisaForSegmentation:
     """The untrained demo model: random weights, SAM started as in :mod:`lisa.demo.init`, and the
-    LLM as a bag of words (``llm_init="bow"``) or with transformers' random init (``"random"``)."""
+    LLM as a bag of words (``llm_init="bow"``), weighted by token ``importance`` when given (see
+    :func:`demo_importance`), or with transformers' random init (``"random"``). ``prompt_gain``
+    scales the [SEG] head's output layer at init, ``qk_gain`` the mask decoder's query and key
+    projections (sharper attention from the start)."""
     from ..tokenization import seg_token_id
 
     torch.manual_seed(seed)
@@ -71,30 +79,57 @@ def build_demo_model(tokenizer, seed: int = 0, sizes: dict | None = None, llm_in
     for module in model.sam.mask_decoder.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
             module.reset_parameters()
+    with torch.no_grad():
+        for name, p in model.sam.mask_decoder.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                p.mul_(qk_gain)
     space_to_depth_init(model, seed)
     if llm_init == "bow":
-        bag_of_words_init(model, seed, beta=bow_beta)
+        bag_of_words_init(model, seed, beta=bow_beta, importance=importance, sharpness=sharpness)
     elif llm_init != "random":
         raise ValueError(f"llm_init must be 'bow' or 'random', got {llm_init!r}")
+    # A prompt about as large as SAM's (layer-normed) image tokens, instead of a few times smaller:
+    # the mask decoder then follows it from the start rather than learning a prompt-blind mask first.
+    with torch.no_grad():
+        last = [m for m in model.text_hidden_fcs.modules() if isinstance(m, nn.Linear)][-1]
+        last.weight.mul_(prompt_gain)
+        last.bias.mul_(prompt_gain)
     return model
 
 
-def tokenizer_corpus(dataset_dir) -> list[str]:
-    """Texts the demo tokenizer is trained on: prompt templates and every text of the synthetic data."""
+def demo_importance(tokenizer, dataset_dir) -> torch.Tensor:
+    """Token importance for the bag-of-words start: IDF over the data's question and answer texts,
+    0 for the words of the system prompt and the templates."""
+    from .init import token_importance
+
+    return token_importance(tokenizer, data_texts(dataset_dir), template_texts())
+
+
+def template_texts() -> list[str]:
+    """The texts around every question: system prompts, roles, question and answer templates."""
     from ..data import templates as T
 
+    return [LLAVA_V1_SYSTEM, LLAMA_2_SYSTEM, *T.SHORT_QUESTION_LIST, *T.LONG_QUESTION_LIST,
+            *T.EXPLANATORY_QUESTION_LIST, *T.ANSWER_LIST, T.VAL_SHORT_QUESTION, T.VAL_LONG_QUESTION,
+            "USER: ASSISTANT: [INST] [/INST] <<SYS>> <</SYS>>"]
+
+
+def data_texts(dataset_dir) -> list[str]:
+    """Every question and answer text of the synthetic data (ReasonSeg train and LLaVA VQA)."""
     root = Path(dataset_dir)
-    fixed = [LLAVA_V1_SYSTEM, LLAMA_2_SYSTEM, *T.SHORT_QUESTION_LIST, *T.LONG_QUESTION_LIST,
-             *T.EXPLANATORY_QUESTION_LIST, *T.ANSWER_LIST, T.VAL_SHORT_QUESTION, T.VAL_LONG_QUESTION,
-             "USER: ASSISTANT: [INST] [/INST] <<SYS>> <</SYS>>"]
-    # The prompt text is in every sequence: weight it so BPE learns whole words for it (short sequences).
-    texts = fixed * 200
+    texts = []
     for path in sorted((root / "reason_seg" / "ReasonSeg" / "train").glob("*.json")):
         texts.extend(json.loads(path.read_text(encoding="utf-8"))["text"])
     for path in sorted((root / "llava_dataset").glob("*.json")):
         for item in json.loads(path.read_text(encoding="utf-8")):
             texts.extend(turn["value"] for turn in item["conversations"])
     return texts
+
+
+def tokenizer_corpus(dataset_dir) -> list[str]:
+    """Texts the demo tokenizer is trained on: prompt templates and every text of the synthetic data."""
+    # The prompt text is in every sequence: weight it so BPE learns whole words for it (short sequences).
+    return template_texts() * 200 + data_texts(dataset_dir)
 
 
 def build_demo_tokenizer(dataset_dir, out_dir, vocab_size: int | None = None):

@@ -7,11 +7,14 @@ from dataclasses import asdict, dataclass, replace
 
 STEPS_ENV = "LISA_DEMO_STEPS"  # a smaller step count for CI (tests, `make test`)
 
-# Everything but CLIP and the LLM's transformer layers is trained in full (no LoRA): the demo
-# starts from random weights, nothing is pretrained. See lisa/demo/init.py for why the LLM body
-# stays at its bag-of-words start and CLIP is left as it is.
-TRAIN_MODULES = ("sam.vision_encoder", "sam.mask_decoder", "mm_projector", "text_hidden_fcs",
-                 "llm.lm_head", "llm.model.embed_tokens")
+# SAM, the [SEG] head, the LLM's embeddings and output layer are trained in full (no LoRA): the demo
+# starts from random weights, nothing is pretrained. The LLM's layers stay at their bag-of-words
+# start (lisa/demo/init.py), and CLIP and the projector as they are: the projector starts at zero, so
+# the [SEG] state holds the question only. Letting image features into it (training the projector)
+# measured worse in this budget (gIoU 0.40 against 0.53 after 500 steps): the mask decoder, which sees
+# the image itself, does the visual part.
+TRAIN_MODULES = ("sam.vision_encoder", "sam.mask_decoder", "text_hidden_fcs", "llm.lm_head",
+                 "llm.model.embed_tokens")
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,7 @@ class DemoRecipe:
     n_train: int = 1000  # ReasonSeg train images
     n_refer: int = 1000  # RefCOCO-format images (several questions each)
     n_val: int = 200
-    steps: int = 800  # optimizer steps (about 9 minutes on 2 CPU cores)
+    steps: int = 1800  # optimizer steps (about 9 minutes on 2 CPU cores, 0.29 s a step)
     batch_size: int = 8  # images per step
     texts_per_image: int = 3  # num_classes_per_sample
     sample_rates: str = "1,1"  # reason_seg, refer_seg

@@ -50,11 +50,11 @@ def prepare_all_data(data_dir: Path, recipe: DemoRecipe, progress: bool = True) 
 def build_base(base_dir: Path, data_dir: Path, recipe: DemoRecipe):
     """Tokenizer trained on the data's texts + the initialised demo model, saved as a model folder."""
     from ..checkpoint.saver import save_pretrained
-    from .model import build_demo_model, build_demo_tokenizer
+    from .model import build_demo_model, build_demo_tokenizer, demo_importance
 
     tok_dir = base_dir.parent / (base_dir.name + ".tokenizer")
     tokenizer = build_demo_tokenizer(data_dir, tok_dir)
-    model = build_demo_model(tokenizer, seed=recipe.seed)
+    model = build_demo_model(tokenizer, seed=recipe.seed, importance=demo_importance(tokenizer, data_dir))
     save_pretrained(model, tokenizer, base_dir, format="native", progress=False)
     shutil.rmtree(tok_dir, ignore_errors=True)
     return model, tokenizer
