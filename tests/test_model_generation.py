@@ -145,3 +145,20 @@ def test_prefix_cache_gives_the_same_answers_as_a_full_prefill(tiny_model, rgb_i
     enc, hit = cached.encode_image(rgb_image)
     assert hit and enc.prefix is not None and enc.prefix.ids[-1] == -200
     assert uncached.encode_image(rgb_image)[0].prefix is None
+
+
+def test_reserved_cache_matches_concatenation_and_grows():
+    from lisa.model.generation import reserved_cache
+
+    torch.manual_seed(0)
+    steps = [torch.randn(1, 2, n, 4) for n in (5, 1, 1, 3, 1)]
+    cache = reserved_cache(num_layers=1, capacity=6)  # too small: it must grow and keep what it holds
+    for kv in steps:
+        keys, values = cache.layers[0].update(kv, kv * 2)
+    expected = torch.cat(steps, dim=-2)
+    assert torch.equal(keys, expected) and torch.equal(values, expected * 2)
+    assert cache.get_seq_length() == expected.shape[-2]
+    forked = reserved_cache(num_layers=1, capacity=20, prefix=cache)
+    k2, _ = forked.layers[0].update(torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
+    assert torch.equal(k2[..., :-1, :], expected)
+    assert torch.equal(cache.layers[0].keys, expected)  # the prefix is left as it was

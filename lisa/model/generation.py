@@ -7,12 +7,12 @@ produced the logits choosing [SEG] is exactly that state, so it is kept as the t
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from .splice import seg_hidden_positions, splice_image_features
 
@@ -24,6 +24,54 @@ class Generated:
     seg_hidden: torch.Tensor  # [k, H] in order of appearance (prompt [SEG]s first)
     timings: dict[str, float] = field(default_factory=dict)
     token_times: list[float] = field(default_factory=list)
+
+
+class ReservedLayer(DynamicLayer):
+    """A KV-cache layer that writes into a buffer reserved for the whole generation (grown by
+    doubling if it runs out) instead of concatenating a new tensor at every step: with a few hundred
+    cached positions, the per-step copies were a tenth of a CPU decode step."""
+
+    def __init__(self, capacity: int = 0):
+        super().__init__()
+        self.capacity = int(capacity)
+        self._k = self._v = None
+        self._n = 0
+
+    def _reserve(self, need: int) -> None:
+        cap = max(need, self.capacity)
+        if self._k is not None and cap <= self._k.shape[-2]:
+            return
+        if self._k is not None:
+            cap = max(cap, 2 * self._k.shape[-2])
+        k = self._k_like.new_empty((*self._k_like.shape[:-2], cap, self._k_like.shape[-1]))
+        v = self._v_like.new_empty((*self._v_like.shape[:-2], cap, self._v_like.shape[-1]))
+        if self._n:
+            k[..., :self._n, :] = self._k[..., :self._n, :]
+            v[..., :self._n, :] = self._v[..., :self._n, :]
+        self._k, self._v = k, v
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self._k_like, self._v_like = key_states, value_states
+        n, add = self._n, key_states.shape[-2]
+        self._reserve(n + add)
+        self._k[..., n:n + add, :] = key_states
+        self._v[..., n:n + add, :] = value_states
+        self._n = n + add
+        self.keys, self.values = self._k[..., :self._n, :], self._v[..., :self._n, :]
+        return self.keys, self.values
+
+
+def reserved_cache(num_layers: int, capacity: int, prefix: DynamicCache | None = None) -> DynamicCache:
+    """A cache of :class:`ReservedLayer` with room for ``capacity`` positions, holding a copy of
+    ``prefix``'s keys and values when given."""
+    cache = DynamicCache()
+    cache.layers = [ReservedLayer(capacity) for _ in range(num_layers)]
+    if prefix is not None:
+        for layer, src in zip(cache.layers, prefix.layers):
+            layer.update(src.keys, src.values)
+    return cache
 
 
 @dataclass
@@ -69,14 +117,14 @@ def generate(model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_t
     device = model.llm.get_input_embeddings().weight.device
     input_ids = input_ids.to(device)
     t0 = time.perf_counter()
-    start, past_len, cache = 0, 0, None
+    start, past_len, reuse = 0, 0, None
     if prefix is not None and prefix.matches(input_ids[0].tolist()):
-        start, past_len, cache = len(prefix.ids), prefix.length, copy.deepcopy(prefix.cache)
+        start, past_len, reuse = len(prefix.ids), prefix.length, prefix.cache
     rest = input_ids[:, start:]
     n_img = int((rest == -200).sum())
     spliced = splice_image_features(rest, model.llm.get_input_embeddings(), [clip_feats] * n_img)
-    if cache is None:
-        cache = DynamicCache(config=model.llm.config)
+    capacity = past_len + spliced.inputs_embeds.shape[1] + max_new_tokens
+    cache = reserved_cache(model.llm.config.num_hidden_layers, capacity, reuse)
     mask = torch.ones((1, past_len + spliced.inputs_embeds.shape[1]), dtype=torch.bool, device=device)
     out = model.decoder(inputs_embeds=spliced.inputs_embeds, attention_mask=mask,
                         past_key_values=cache, use_cache=True)
