@@ -27,6 +27,9 @@ from lisa.data.reason_seg import ReasonSegDataset
 from lisa.data.validation import ValDataset
 from lisa.demo.model import (DEMO_SIZES, IDF_SHARPNESS, PROMPT_GAIN, QK_GAIN, build_demo_model,
                              build_demo_tokenizer)
+from lisa.demo.recipe import DemoRecipe
+
+RECIPE = DemoRecipe()
 
 
 def iou_stats(pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor):
@@ -97,11 +100,11 @@ def install_oracle(model, tok):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--texts", type=int, default=3, help="num_classes_per_sample")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=RECIPE.steps)
+    ap.add_argument("--batch", type=int, default=RECIPE.batch_size)
+    ap.add_argument("--texts", type=int, default=RECIPE.texts_per_image, help="num_classes_per_sample")
+    ap.add_argument("--lr", type=float, default=RECIPE.lr)
+    ap.add_argument("--warmup", type=int, default=RECIPE.warmup_steps)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--train_sam_encoder", type=int, default=1)
     ap.add_argument("--train_clip", type=int, default=0)

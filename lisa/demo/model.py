@@ -27,7 +27,7 @@ DEMO_SIZES = dict(
               image_size=56, patch_size=14),
     sam=dict(image_size=128, patch_size=8, window_size=8, hidden_size=96, num_hidden_layers=4,
              num_attention_heads=4, global_attn_indexes=[1, 3], prompt_dim=128, decoder_mlp_dim=256,
-             decoder_heads=4, initializer_range=0.02),
+             decoder_heads=4, decoder_depth=3, initializer_range=0.02),
     vocab=1024,  # an upper bound: the tokenizer stops when every word of the data is one token (~700)
 )
 IDF_SHARPNESS = 8.0  # attention score of the most important token (see lisa.demo.init)
