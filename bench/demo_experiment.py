@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import resource
 import sys
 import time
@@ -28,16 +27,9 @@ from lisa.data.validation import ValDataset
 from lisa.demo.model import (DEMO_SIZES, IDF_SHARPNESS, PROMPT_GAIN, QK_GAIN, build_demo_model,
                              build_demo_tokenizer)
 from lisa.demo.recipe import DemoRecipe
+from lisa.evaluation.metrics import IGNORE, intersection_union, mask_iou
 
 RECIPE = DemoRecipe()
-
-
-def iou_stats(pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor):
-    valid = ignore != 255
-    p, g = (pred > 0) & valid, (gt > 0) & valid
-    inter = float((p & g).sum())
-    union = float((p | g).sum())
-    return inter, union
 
 
 @torch.no_grad()
@@ -54,10 +46,11 @@ def evaluate(model, tokenizer, val, n_tokens, batch=8, limit=None, families=None
                                          "masks_list", "label_list", "resize_list")}, inference=True)
         for pred, gt, lab in zip(out["pred_masks"], b["masks_list"], b["label_list"]):
             for k in range(gt.shape[0]):
-                i, u = iou_stats(pred[k], gt[k], lab)
-                inter_sum += i
-                union_sum += u
-                ious.append(i / (u + 1e-5) if u > 0 else 1.0)
+                target = torch.where(lab == IGNORE, IGNORE, (gt[k] > 0).long())
+                i, u = intersection_union((pred[k] > 0).long(), target)
+                inter_sum += float(i[1])
+                union_sum += float(u[1])
+                ious.append(float(mask_iou(i, u)[1]))
     if families:
         for f, v in zip(families, ious):
             per_family.setdefault(f, []).append(v)

@@ -129,11 +129,11 @@ def token_importance(tokenizer, texts, common) -> torch.Tensor:
     import math
 
     counts = torch.zeros(len(tokenizer))
-    for text in texts:
-        counts[sorted(set(tokenizer(text, add_special_tokens=False)["input_ids"]))] += 1
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        counts[sorted(set(ids))] += 1
     idf = torch.where(counts > 0, torch.log(len(texts) / counts.clamp(min=1)), torch.zeros(()))
-    for text in common:
-        idf[tokenizer(text, add_special_tokens=False)["input_ids"]] = 0.0
+    for ids in tokenizer(list(common), add_special_tokens=False)["input_ids"]:
+        idf[ids] = 0.0
     return idf / max(float(idf.max()), math.ulp(1.0))
 
 

@@ -37,14 +37,15 @@ class ReservedLayer(DynamicLayer):
         self._k = self._v = None
         self._n = 0
 
-    def _reserve(self, need: int) -> None:
+    def _reserve(self, need: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Room for ``need`` positions (new buffers shaped like the incoming states)."""
         cap = max(need, self.capacity)
-        if self._k is not None and cap <= self._k.shape[-2]:
-            return
         if self._k is not None:
+            if cap <= self._k.shape[-2]:
+                return
             cap = max(cap, 2 * self._k.shape[-2])
-        k = self._k_like.new_empty((*self._k_like.shape[:-2], cap, self._k_like.shape[-1]))
-        v = self._v_like.new_empty((*self._v_like.shape[:-2], cap, self._v_like.shape[-1]))
+        k = key_states.new_empty((*key_states.shape[:-2], cap, key_states.shape[-1]))
+        v = value_states.new_empty((*value_states.shape[:-2], cap, value_states.shape[-1]))
         if self._n:
             k[..., :self._n, :] = self._k[..., :self._n, :]
             v[..., :self._n, :] = self._v[..., :self._n, :]
@@ -53,9 +54,8 @@ class ReservedLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-            self._k_like, self._v_like = key_states, value_states
         n, add = self._n, key_states.shape[-2]
-        self._reserve(n + add)
+        self._reserve(n + add, key_states, value_states)
         self._k[..., n:n + add, :] = key_states
         self._v[..., n:n + add, :] = value_states
         self._n = n + add
