@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lisa.model.config import LisaConfig
-from lisa.model.generation import build_prefix, generate, image_prefix_length
+from lisa.model.generation import build_prefix, generate, image_prefix_length, use_decoding_layout
 from lisa.model.lisa import LisaForSegmentation
 from lisa.model.sam import sam_config
 from lisa.model.splice import splice_image_features
@@ -155,12 +155,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--baseline", action="store_true", help="also time the original algorithm")
+    ap.add_argument("--row_major", action="store_true",
+                    help="keep the LLM weights row-major (LisaPipeline stores fp32 CPU weights column-major)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     torch.manual_seed(0)
     model = build(args.preset, dtype, args.device)
+    if not args.row_major:
+        use_decoding_layout(model)  # as LisaPipeline does
     rng = np.random.default_rng(0)
     ids = torch.tensor([[1] + rng.integers(3, 300, args.prompt_tokens // 2).tolist() + [-200]
                         + rng.integers(3, 300, args.prompt_tokens // 2).tolist()])

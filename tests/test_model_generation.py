@@ -162,3 +162,35 @@ def test_reserved_cache_matches_concatenation_and_grows():
     k2, _ = forked.layers[0].update(torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
     assert torch.equal(k2[..., :-1, :], expected)
     assert torch.equal(cache.layers[0].keys, expected)  # the prefix is left as it was
+
+
+def test_decoding_layout_keeps_weights_outputs_and_saved_files(tiny_ckpt, rgb_image, tmp_path):
+    from lisa.checkpoint.loader import load_pretrained
+    from lisa.checkpoint.saver import save_pretrained
+    from lisa.model.generation import use_decoding_layout
+
+    model, tok = load_pretrained(tiny_ckpt, precision="fp32", progress=False)
+    ids = _prompt_ids(tok)
+    feats = model.encode_clip(clip_preprocess(rgb_image, model.config.clip_image_size)[None])[0]
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def run():
+        restore = _force_seg_logits(model, every=3)
+        try:
+            return generate(model, ids, feats, max_new_tokens=8, eos_token_id=None)
+        finally:
+            restore()
+
+    before = run()
+    linears = [m for m in model.llm.modules() if type(m) is torch.nn.Linear]
+    assert use_decoding_layout(model) == len(linears) > 0
+    after = run()
+    assert all(not m.weight.is_contiguous() and m.weight.stride() == (1, m.weight.shape[0]) for m in linears)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in before_state.items())
+    assert after.new_ids == before.new_ids
+    torch.testing.assert_close(after.seg_hidden, before.seg_hidden, rtol=1e-4, atol=1e-5)
+    save_pretrained(model, tok, tmp_path / "saved")
+    reloaded, _ = load_pretrained(tmp_path / "saved", precision="fp32", progress=False)
+    assert all(torch.equal(v, before_state[k]) for k, v in reloaded.state_dict().items())
+    assert use_decoding_layout(model.to(torch.bfloat16)) == 0  # only fp32 gains

@@ -15,7 +15,7 @@ import torch
 
 from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, SEG_TOKEN
 from ..conversation import get_template
-from ..model.generation import build_prefix, generate, image_prefix_length
+from ..model.generation import build_prefix, generate, image_prefix_length, use_decoding_layout
 from ..preprocess import as_rgb_array, clip_preprocess, sam_preprocess
 from .cache import EncodingCache, ImageEncoding, image_key
 
@@ -53,6 +53,7 @@ class LisaPipeline:
     def __init__(self, model, tokenizer, conv_type: str = "llava_v1", max_new_tokens: int = 512,
                  cache_size: int = 8, model_max_length: int | None = None):
         self.model = model.eval()
+        use_decoding_layout(self.model)
         self.tokenizer = tokenizer
         self.conv_type = conv_type
         get_template(conv_type)  # validate

@@ -74,6 +74,25 @@ def reserved_cache(num_layers: int, capacity: int, prefix: DynamicCache | None =
     return cache
 
 
+def use_decoding_layout(model) -> int:
+    """Store the LLM's fp32 ``nn.Linear`` weights column-major when they live on the CPU; returns how
+    many were changed. Shapes, values and state-dict keys stay the same (the saver writes contiguous
+    copies). One-token decoding is matrix-vector products, and on x86 CPUs fp32 ``linear`` reads a
+    column-major weight about 1.5-1.9x faster than a row-major one (measured on the medium preset:
+    7.3 against 11.0 ms for all decode weights); multi-token products run at the same speed. bf16
+    and fp16 are slower that way, so they, quantized layers and GPU weights are left alone."""
+    changed = 0
+    for module in model.llm.modules():
+        w = getattr(module, "weight", None)
+        if (type(module) is not torch.nn.Linear or w is None or w.device.type != "cpu"
+                or w.dtype != torch.float32 or not w.is_contiguous()):
+            continue
+        with torch.no_grad():
+            module.weight.data = w.data.t().contiguous().t()
+        changed += 1
+    return changed
+
+
 @dataclass
 class PrefixCache:
     """The KV cache of a prompt's opening tokens (system prompt, first-turn header and image), which
