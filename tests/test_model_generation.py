@@ -193,4 +193,6 @@ def test_decoding_layout_keeps_weights_outputs_and_saved_files(tiny_ckpt, rgb_im
     save_pretrained(model, tok, tmp_path / "saved")
     reloaded, _ = load_pretrained(tmp_path / "saved", precision="fp32", progress=False)
     assert all(torch.equal(v, before_state[k]) for k, v in reloaded.state_dict().items())
-    assert use_decoding_layout(model.to(torch.bfloat16)) == 0  # only fp32 gains
+    bf16, _ = load_pretrained(tiny_ckpt, precision="bf16", progress=False)  # only fp32 gains
+    assert use_decoding_layout(bf16) == 0
+    assert all(m.weight.is_contiguous() for m in bf16.llm.modules() if type(m) is torch.nn.Linear)

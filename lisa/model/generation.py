@@ -83,13 +83,12 @@ def use_decoding_layout(model) -> int:
     and fp16 are slower that way, so they, quantized layers and GPU weights are left alone."""
     changed = 0
     for module in model.llm.modules():
-        w = getattr(module, "weight", None)
-        if (type(module) is not torch.nn.Linear or w is None or w.device.type != "cpu"
-                or w.dtype != torch.float32 or not w.is_contiguous()):
+        if type(module) is not torch.nn.Linear:
             continue
-        with torch.no_grad():
-            module.weight.data = w.data.t().contiguous().t()
-        changed += 1
+        w = module.weight
+        if w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous():
+            w.data = w.data.t().contiguous().t()
+            changed += 1
     return changed
 
 
