@@ -1,0 +1,61 @@
+"""The demo's extra training sets (RefCOCO-format and Mapillary-format shapes) are read by the real
+loaders, and what those loaders return matches the drawn shapes."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from lisa.data.refer_seg import ReferSegDataset
+from lisa.data.sem_seg import SemSegDataset
+from lisa.data.synth import SHAPES, generate_image
+from lisa.demo.refer import REFER_STREAM, write_refer_shapes
+from lisa.demo.semantic import SEMANTIC_STREAM, write_semantic_shapes
+
+
+def test_semantic_shapes_label_every_shape_by_its_kind(tmp_path):
+    summary = write_semantic_shapes(tmp_path, 4, seed=3, progress=False)
+    assert summary["classes"] == list(SHAPES)
+    config = json.loads((tmp_path / "mapillary" / "config_v2.0.json").read_text())
+    assert [x["readable"] for x in config["labels"]] == ["Circle", "Square", "Triangle", "Unlabeled"]
+    for i in range(4):
+        label_png = Image.open(tmp_path / f"mapillary/training/v2.0/labels/shapes_{i:06d}.png")
+        assert label_png.mode == "P"
+        label = np.array(label_png)
+        _, shapes = generate_image(np.random.default_rng([3, SEMANTIC_STREAM, i]))
+        want = np.full(label.shape, 3)
+        for s in shapes:
+            want[s.mask(*label.shape)] = SHAPES.index(s.shape)
+        np.testing.assert_array_equal(label, want)
+
+    ds = SemSegDataset(str(tmp_path), "mapillary", samples_per_epoch=8, num_classes_per_sample=3,
+                       clip_size=56, sam_size=128)
+    sample = ds[0]
+    i = int(sample["image_path"].rsplit("_", 1)[1][:-4])
+    _, shapes = generate_image(np.random.default_rng([3, SEMANTIC_STREAM, i]))
+    assert sample["sampled_classes"] and set(sample["sampled_classes"]) <= {s.shape for s in shapes}
+    for name, mask, question in zip(sample["sampled_classes"], sample["masks"], sample["questions"]):
+        assert name in question
+        assert int(np.asarray(mask).sum()) == sum(s.area for s in shapes if s.shape == name)
+
+
+def test_smaller_rewrite_drops_the_extra_files(tmp_path):
+    write_semantic_shapes(tmp_path, 5, seed=0, progress=False)
+    write_semantic_shapes(tmp_path, 2, seed=0, progress=False)
+    assert len(list((tmp_path / "mapillary/training/images").glob("*.jpg"))) == 2
+    assert len(list((tmp_path / "mapillary/training/v2.0/labels").glob("*.png"))) == 2
+
+
+def test_refer_shapes_masks_are_the_drawn_shapes(tmp_path):
+    counts = write_refer_shapes(tmp_path, 3, seed=5, progress=False)
+    assert counts["images"] == 3 and counts["refs"] >= 3
+    ds = ReferSegDataset(str(tmp_path), "refcoco", samples_per_epoch=4, num_classes_per_sample=8,
+                         clip_size=56, sam_size=128)
+    sample = ds[0]
+    assert sample["masks"].shape[0] == len(sample["questions"]) >= 1
+    i = int(sample["image_path"].rsplit("_", 1)[1][:-4]) - 1
+    _, shapes = generate_image(np.random.default_rng([5, REFER_STREAM, i]))
+    areas = sorted(s.area for s in shapes)
+    for mask in sample["masks"]:
+        assert int(np.asarray(mask).sum()) in areas
+
