@@ -110,7 +110,8 @@ def main(argv=None):
     ap.add_argument("--ce_weight", type=float, default=1.0)
     ap.add_argument("--init_range", type=float, default=0.02)
     ap.add_argument("--freeze_llm", type=int, default=1, help="1: body frozen (embeddings train); 2: also q/v train")
-    ap.add_argument("--mix", default="reason_seg||refer_seg", help='e.g. "reason_seg||refer_seg"')
+    ap.add_argument("--mix", default="reason_seg||refer_seg", help='e.g. "reason_seg||refer_seg"; sem_seg reads the kind maps of lisa.demo.semantic '
+                    "(mapillary; write them with bench/sam_pretrain.py --steps 0 or write_semantic_shapes)")
     ap.add_argument("--rates", default="1,1")
     ap.add_argument("--whiten", type=float, default=0.0, help="whiten the [SEG] head (variance floor)")
     ap.add_argument("--bow", type=float, default=8.0, help="bag-of-words LLM init with this beta")
@@ -124,6 +125,7 @@ def main(argv=None):
     ap.add_argument("--freeze_projector", type=int, default=1, help="1: keep mm_projector at its init")
     ap.add_argument("--qk_gain", type=float, default=QK_GAIN,
                     help="multiply the mask decoder's q/k projection weights by this at init (sharper attention)")
+    ap.add_argument("--sam_init", default="", help="a state dict for sam.vision_encoder (pretrained elsewhere)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -143,6 +145,8 @@ def main(argv=None):
     model = build_demo_model(tok, seed=args.seed, sizes=sizes, llm_init="bow" if args.bow else "random",
                              bow_beta=args.bow or 8.0, importance=importance, sharpness=args.idf or 8.0,
                              prompt_gain=args.prompt_gain, qk_gain=args.qk_gain)
+    if args.sam_init:
+        model.sam.vision_encoder.load_state_dict(torch.load(args.sam_init, weights_only=True))
     cfg = model.config
     cfg.ce_loss_weight = args.ce_weight
     n_tokens = cfg.num_image_tokens
@@ -165,7 +169,8 @@ def main(argv=None):
     if args.mix:
         from lisa.data import build_train_dataset
         ds = build_train_dataset({"dataset_dir": args.data, "dataset": args.mix, "sample_rates": args.rates,
-                                  "refer_seg_data": "refcoco", "vqa_data": "synth_vqa", "explanatory": -1,
+                                  "refer_seg_data": "refcoco", "sem_seg_data": "mapillary",
+                                  "vqa_data": "synth_vqa", "explanatory": -1,
                                   "num_classes_per_sample": args.texts, "seed": args.seed},
                                  clip_size=cfg.clip_image_size, sam_size=cfg.sam_image_size,
                                  samples_per_epoch=args.steps * args.batch)
