@@ -125,7 +125,7 @@ def main(argv=None):
     ap.add_argument("--freeze_projector", type=int, default=1, help="1: keep mm_projector at its init")
     ap.add_argument("--qk_gain", type=float, default=QK_GAIN,
                     help="multiply the mask decoder's q/k projection weights by this at init (sharper attention)")
-    ap.add_argument("--sam_init", default="", help="a state dict for sam.vision_encoder (pretrained elsewhere)")
+    ap.add_argument("--sam_init", default="", help="a state dict for sam or sam.vision_encoder (bench/sam_pretrain.py)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -145,8 +145,10 @@ def main(argv=None):
     model = build_demo_model(tok, seed=args.seed, sizes=sizes, llm_init="bow" if args.bow else "random",
                              bow_beta=args.bow or 8.0, importance=importance, sharpness=args.idf or 8.0,
                              prompt_gain=args.prompt_gain, qk_gain=args.qk_gain)
-    if args.sam_init:
-        model.sam.vision_encoder.load_state_dict(torch.load(args.sam_init, weights_only=True))
+    if args.sam_init:  # SAM's state dict (bench/sam_pretrain.py) or its encoder's
+        state = torch.load(args.sam_init, weights_only=True)
+        target = model.sam if any(k.startswith("vision_encoder.") for k in state) else model.sam.vision_encoder
+        target.load_state_dict(state)
     cfg = model.config
     cfg.ce_loss_weight = args.ce_weight
     n_tokens = cfg.num_image_tokens

@@ -9,8 +9,10 @@ and the mask decoder do not use it)? LISA starts from an encoder pretrained on S
 starts from lisa/demo/init.py (colour and position only). This script trains the encoder to label
 the pixels of SAM's low-resolution mask grid by kind (the Mapillary-format set written by
 lisa/demo/semantic.py; ``--semantic N`` writes N images when DIR has none) through a temporary 1x1
-convolution that is then dropped, and saves the encoder's state dict for ``--sam_init``.
-``--keep_colour`` leaves the colour, constant and position channels of the init untouched.
+convolution that is then dropped, and saves SAM's state dict for ``--sam_init``.
+``--keep_colour`` leaves the colour, constant and position channels of the init untouched;
+``--through_upscaling`` reads kind from the mask decoder's per-pixel features (what a mask is a
+dot product with) instead of the encoder's tokens, and so also trains the decoder's upscaling.
 
 Prints the seconds taken and the pixel accuracy over the last 10% of the steps.
 """
@@ -64,8 +66,25 @@ def _colour_path(encoder, fixed: int) -> list[tuple[torch.Tensor, tuple]]:
     return out
 
 
+def _upscaling_path(decoder) -> list[tuple[torch.Tensor, tuple]]:
+    """The same for the mask decoder's upscaling (lisa/demo/init.py: 18 of its 32 middle channels
+    and 8 of its 16 pixel channels carry colour, constants and position)."""
+    from lisa.demo.init import N_POS
+
+    mid, last = slice(0, 14 + N_POS), slice(0, 4 + N_POS)
+    return [(decoder.upscale_conv1.weight, (slice(None), mid)), (decoder.upscale_conv1.bias, (mid,)),
+            (decoder.upscale_layer_norm.weight, (mid,)), (decoder.upscale_layer_norm.bias, (mid,)),
+            (decoder.upscale_conv2.weight, (slice(None), last)), (decoder.upscale_conv2.bias, (last,))]
+
+
+def _upscale(decoder, x: torch.Tensor) -> torch.Tensor:
+    """The mask decoder's upscaling of image embeddings to its per-pixel mask features."""
+    x = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(x)))
+    return decoder.activation(decoder.upscale_conv2(x))
+
+
 def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
-                         keep_colour: bool = False, progress: bool = True) -> dict:
+                         keep_colour: bool = False, through_upscaling: bool = False, progress: bool = True) -> dict:
     """Train ``model.sam.vision_encoder`` in place on the kind maps under ``dataset_dir``
     (``mapillary``); returns the loss curve, the pixel accuracy of the last 10% of steps and the
     seconds taken."""
@@ -80,17 +99,25 @@ def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr
     image_size = int(model.config.sam_image_size)
     channels = model.sam.mask_decoder.upscale_conv1.weight.shape[0]
     g = torch.Generator().manual_seed(seed)
-    head = nn.Conv2d(channels, UPSCALE * UPSCALE * len(source.classes), 1)
+    decoder = model.sam.mask_decoder
+    if through_upscaling:  # kind is read from the decoder's per-pixel features, as a mask is
+        head = nn.Conv2d(decoder.upscale_conv2.weight.shape[1], len(source.classes), 1)
+    else:  # from the encoder's tokens, one logit per class and mask pixel of the token
+        head = nn.Conv2d(channels, UPSCALE * UPSCALE * len(source.classes), 1)
     with torch.no_grad():
         head.weight.copy_(torch.randn(head.weight.shape, generator=g) * channels ** -0.5)
         head.bias.zero_()
     from lisa.demo.init import N_COLOUR, N_POS
 
     kept = _colour_path(encoder, N_COLOUR + 2 + N_POS) if keep_colour else []
+    if keep_colour and through_upscaling:
+        kept += _upscaling_path(decoder)
     rng = np.random.default_rng([seed, 11])
     was_training = encoder.training
     encoder.train()
     params = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
+    if through_upscaling:
+        params += [p for n, p in decoder.named_parameters() if n.startswith(("upscale_conv", "upscale_layer_norm"))]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     warmup = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -102,7 +129,10 @@ def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr
         idx = rng.integers(len(source), size=batch_size)
         pixels, targets = zip(*(_item(source, int(i), image_size, grid) for i in idx))
         features = encoder(torch.stack(pixels)).last_hidden_state
-        logits = F.pixel_shuffle(head(features), UPSCALE)
+        if through_upscaling:
+            logits = head(_upscale(decoder, features))
+        else:
+            logits = F.pixel_shuffle(head(features), UPSCALE)
         target = torch.stack(targets)
         loss = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL)
         opt.zero_grad(set_to_none=True)
@@ -139,6 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--semantic", type=int, default=1000, help="kind maps to write when DATA has none")
     ap.add_argument("--keep_colour", action="store_true")
+    ap.add_argument("--through_upscaling", action="store_true",
+                    help="read kind from the mask decoder's upscaled pixel features (also trains the upscaling)")
     ap.add_argument("--out", required=True, help="where to save the encoder's state dict")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -147,10 +179,10 @@ def main(argv=None) -> int:
     tok = build_demo_tokenizer(args.data, args.out + ".tok")
     model = build_demo_model(tok, seed=args.seed, importance=demo_importance(tok, args.data))
     summary = pretrain_sam_encoder(model, args.data, args.steps, batch_size=args.batch, lr=args.lr, seed=args.seed,
-                                   keep_colour=args.keep_colour)
+                                   keep_colour=args.keep_colour, through_upscaling=args.through_upscaling)
     print(f"{summary['steps']} steps in {summary['seconds']:.0f} s; kind pixel accuracy (last 10% of steps) "
           f"{summary['final_pixel_accuracy']:.3f}")
-    torch.save(model.sam.vision_encoder.state_dict(), args.out)
+    torch.save(model.sam.state_dict(), args.out)
     return 0
 
 
