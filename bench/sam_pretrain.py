@@ -85,10 +85,11 @@ def _upscale(decoder, x: torch.Tensor) -> torch.Tensor:
 
 def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
                          keep_colour: bool = False, through_upscaling: bool = False, progress: bool = True) -> dict:
-    """Train ``model.sam.vision_encoder`` in place on the kind maps under ``dataset_dir``
-    (``mapillary``); returns the loss curve, the pixel accuracy of the last 10% of steps and the
+    """Train ``model.sam.vision_encoder`` (and, ``through_upscaling``, the mask decoder's upscaling)
+    in place on the kind maps under ``dataset_dir`` (``mapillary``); returns the loss curve, the pixel accuracy of the last 10% of steps and the
     seconds taken."""
     from lisa.data.sem_seg import sem_seg_source
+    from lisa.demo.init import N_COLOUR, N_POS
 
     if steps <= 0:
         return {"steps": 0, "seconds": 0.0, "loss": [], "final_pixel_accuracy": 0.0}
@@ -105,10 +106,8 @@ def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr
     else:  # from the encoder's tokens, one logit per class and mask pixel of the token
         head = nn.Conv2d(channels, UPSCALE * UPSCALE * len(source.classes), 1)
     with torch.no_grad():
-        head.weight.copy_(torch.randn(head.weight.shape, generator=g) * channels ** -0.5)
+        head.weight.copy_(torch.randn(head.weight.shape, generator=g) * head.in_channels ** -0.5)
         head.bias.zero_()
-    from lisa.demo.init import N_COLOUR, N_POS
-
     kept = _colour_path(encoder, N_COLOUR + 2 + N_POS) if keep_colour else []
     if keep_colour and through_upscaling:
         kept += _upscaling_path(decoder)
