@@ -110,8 +110,9 @@ def main(argv=None):
     ap.add_argument("--ce_weight", type=float, default=1.0)
     ap.add_argument("--init_range", type=float, default=0.02)
     ap.add_argument("--freeze_llm", type=int, default=1, help="1: body frozen (embeddings train); 2: also q/v train")
-    ap.add_argument("--mix", default="reason_seg||refer_seg", help='e.g. "reason_seg||refer_seg"; sem_seg reads the kind maps of lisa.demo.semantic '
-                    "(mapillary; write them with bench/sam_pretrain.py --steps 0 or write_semantic_shapes)")
+    ap.add_argument("--mix", default="reason_seg||refer_seg",
+                    help='e.g. "reason_seg||refer_seg"; sem_seg reads the kind maps of lisa.demo.semantic (mapillary; '
+                    "write them with bench/sam_pretrain.py --steps 0 or write_semantic_shapes)")
     ap.add_argument("--rates", default="1,1")
     ap.add_argument("--whiten", type=float, default=0.0, help="whiten the [SEG] head (variance floor)")
     ap.add_argument("--bow", type=float, default=8.0, help="bag-of-words LLM init with this beta")

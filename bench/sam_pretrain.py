@@ -86,8 +86,8 @@ def _upscale(decoder, x: torch.Tensor) -> torch.Tensor:
 def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
                          keep_colour: bool = False, through_upscaling: bool = False, progress: bool = True) -> dict:
     """Train ``model.sam.vision_encoder`` (and, ``through_upscaling``, the mask decoder's upscaling)
-    in place on the kind maps under ``dataset_dir`` (``mapillary``); returns the loss curve, the pixel accuracy of the last 10% of steps and the
-    seconds taken."""
+    in place on the kind maps under ``dataset_dir`` (``mapillary``); returns the loss curve, the
+    pixel accuracy of the last 10% of steps and the seconds taken."""
     from lisa.data.sem_seg import sem_seg_source
     from lisa.demo.init import N_COLOUR, N_POS
 
@@ -167,10 +167,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--semantic", type=int, default=1000, help="kind maps to write when DATA has none")
-    ap.add_argument("--keep_colour", action="store_true")
+    ap.add_argument("--keep_colour", action="store_true",
+                    help="leave the colour, constant and position channels of lisa/demo/init.py untouched")
     ap.add_argument("--through_upscaling", action="store_true",
                     help="read kind from the mask decoder's upscaled pixel features (also trains the upscaling)")
-    ap.add_argument("--out", required=True, help="where to save the encoder's state dict")
+    ap.add_argument("--out", required=True, help="where to save SAM's state dict (for demo_experiment --sam_init)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not (Path(args.data) / "mapillary" / "config_v2.0.json").is_file():

@@ -58,4 +58,3 @@ def test_refer_shapes_masks_are_the_drawn_shapes(tmp_path):
     areas = sorted(s.area for s in shapes)
     for mask in sample["masks"]:
         assert int(np.asarray(mask).sum()) in areas
-

@@ -365,15 +365,15 @@ def sample_fresh_image(seed: int) -> tuple[Image.Image, list[Query]]:
     return image, queries
 
 
-def _save_jpeg(image: Image.Image, path: Path) -> None:
+def save_jpeg(image: Image.Image, path: Path) -> None:
     image.save(path, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
 
 
-def _remove_stale(folder: Path, prefix: str, keep: set[str]) -> None:
+def remove_stale(folder: Path, prefix: str, keep: set[str], suffixes: tuple[str, ...] = (".jpg", ".json")) -> None:
     """Drop files of an earlier, larger run (same naming) so the loaders' globs see this run only."""
     if folder.is_dir():
         for path in folder.glob(prefix + "*"):
-            if path.suffix in (".jpg", ".json") and path.name not in keep:
+            if path.suffix in suffixes and path.name not in keep:
                 path.unlink()
 
 
@@ -394,27 +394,27 @@ def write_dataset(out, n_train: int, n_val: int, seed: int, n_test: int = 0, n_v
     for split, n in counts.items():
         folder = seg_root / split
         prefix = f"synth_{split}_"
-        _remove_stale(folder, prefix, {f"{prefix}{i:06d}{e}" for i in range(n) for e in (".jpg", ".json")})
+        remove_stale(folder, prefix, {f"{prefix}{i:06d}{e}" for i in range(n) for e in (".jpg", ".json")})
         if n == 0:
             continue
         folder.mkdir(parents=True, exist_ok=True)
         tally = families.setdefault(split, {})
         for i in range(n):
             image, _, record, family = _reason_seg_sample(seed, split, i)
-            _save_jpeg(image, folder / f"{prefix}{i:06d}.jpg")
+            save_jpeg(image, folder / f"{prefix}{i:06d}.jpg")
             (folder / f"{prefix}{i:06d}.json").write_text(json.dumps(record) + "\n", encoding="utf-8")
             tally[family] = tally.get(family, 0) + 1
             bar.update()
 
     image_dir = root / "coco" / "train2017"
-    _remove_stale(image_dir, "synth_vqa_", {f"synth_vqa_{i:06d}.jpg" for i in range(n_vqa)})
+    remove_stale(image_dir, "synth_vqa_", {f"synth_vqa_{i:06d}.jpg" for i in range(n_vqa)})
     if n_vqa:
         image_dir.mkdir(parents=True, exist_ok=True)
     items = []
     for i in range(n_vqa):
         image, _, turns = vqa_sample(seed, i)
         name = f"synth_vqa_{i:06d}.jpg"
-        _save_jpeg(image, image_dir / name)
+        save_jpeg(image, image_dir / name)
         items.append({"id": f"synth_vqa_{i:06d}", "image": name, "conversations": turns})
         bar.update()
     bar.close()

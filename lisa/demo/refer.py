@@ -31,7 +31,7 @@ def _rle(mask: np.ndarray) -> dict:
 
 def write_refer_shapes(root, n_images: int, seed: int, progress: bool = True) -> dict:
     """Write ``n_images`` images with all their answerable questions; returns counts."""
-    from ..data.synth import JPEG_QUALITY, generate_image, query_candidates
+    from ..data.synth import generate_image, query_candidates, save_jpeg
 
     if n_images < 0:
         raise ValueError(f"n_images must be >= 0, got {n_images}")
@@ -49,7 +49,7 @@ def write_refer_shapes(root, n_images: int, seed: int, progress: bool = True) ->
             if cands:
                 break
         name = f"COCO_train2014_{i + 1:012d}.jpg"
-        image.save(image_dir / name, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+        save_jpeg(image, image_dir / name)
         w, h = image.size
         images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
         for k, shape in enumerate(shapes):

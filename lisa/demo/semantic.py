@@ -39,7 +39,7 @@ def _labels() -> list[tuple[str, str, tuple[int, int, int]]]:
 
 def write_semantic_shapes(root, n_images: int, seed: int, progress: bool = True) -> dict:
     """Write ``n_images`` images and their kind maps; returns counts."""
-    from ..data.synth import JPEG_QUALITY, SHAPES, _remove_stale, generate_image
+    from ..data.synth import SHAPES, generate_image, remove_stale, save_jpeg
 
     if n_images < 0:
         raise ValueError(f"n_images must be >= 0, got {n_images}")
@@ -47,11 +47,9 @@ def write_semantic_shapes(root, n_images: int, seed: int, progress: bool = True)
     image_dir, label_dir = base / "training" / "images", base / "training" / "v2.0" / "labels"
     image_dir.mkdir(parents=True, exist_ok=True)
     label_dir.mkdir(parents=True, exist_ok=True)
-    names = {f"shapes_{i:06d}" for i in range(n_images)}
-    _remove_stale(image_dir, "shapes_", {n + ".jpg" for n in names})
-    for path in label_dir.glob("shapes_*.png"):  # a larger earlier run's maps
-        if path.stem not in names:
-            path.unlink()
+    names = [f"shapes_{i:06d}" for i in range(n_images)]
+    remove_stale(image_dir, "shapes_", {n + ".jpg" for n in names})
+    remove_stale(label_dir, "shapes_", {n + ".png" for n in names}, suffixes=(".png",))
     labels = _labels()
     config = {"labels": [{"name": n, "readable": r, "color": list(c), "instances": False, "evaluate": True}
                          for n, r, c in labels], "version": "2.0", "mapping": "public"}
@@ -59,7 +57,7 @@ def write_semantic_shapes(root, n_images: int, seed: int, progress: bool = True)
     palette = [v for _, _, c in labels for v in c]
     palette += [0] * (768 - len(palette))
     pixels = dict.fromkeys(SHAPES, 0)
-    for i in tqdm(range(n_images), desc="semantic shapes", unit="img", disable=not progress):
+    for i, name in enumerate(tqdm(names, desc="semantic shapes", unit="img", disable=not progress)):
         rng = np.random.default_rng([seed, SEMANTIC_STREAM, i])
         image, shapes = generate_image(rng)
         w, h = image.size
@@ -68,8 +66,7 @@ def write_semantic_shapes(root, n_images: int, seed: int, progress: bool = True)
             m = shape.mask(h, w)
             label[m] = SHAPES.index(shape.shape)
             pixels[shape.shape] += int(m.sum())
-        name = f"shapes_{i:06d}"
-        image.save(image_dir / f"{name}.jpg", format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+        save_jpeg(image, image_dir / f"{name}.jpg")
         png = Image.fromarray(label)  # mode L; putpalette makes it P with the same indices
         png.putpalette(palette)
         png.save(label_dir / f"{name}.png")
