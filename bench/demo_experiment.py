@@ -24,7 +24,7 @@ import torch
 from lisa.data.collate import collate
 from lisa.data.reason_seg import ReasonSegDataset
 from lisa.data.validation import ValDataset
-from lisa.demo.model import (DEMO_SIZES, IDF_SHARPNESS, PROMPT_GAIN, QK_GAIN, build_demo_model,
+from lisa.demo.model import (DEMO_SIZES, IDF_SHARPNESS, OPEN_CHANNELS, PROMPT_GAIN, QK_GAIN, build_demo_model,
                              build_demo_tokenizer)
 from lisa.demo.recipe import DemoRecipe
 from lisa.evaluation.metrics import IGNORE, intersection_union, mask_iou
@@ -57,6 +57,20 @@ def evaluate(model, tokenizer, val, n_tokens, batch=8, limit=None, families=None
         print("   " + " ".join(f"{f}={np.mean(v):.2f}" for f, v in sorted(per_family.items())), flush=True)
     model.train()
     return float(np.mean(ious)), inter_sum / (union_sum + 1e-10)
+
+
+def question_family(data_seed: int, index: int) -> str:
+    """The val question's family; "{colour} {shape}" questions whose colour alone is ambiguous
+    (another shape of that colour: only the kind tells) are "colour_shape_kind"."""
+    from lisa.data.synth import _reason_seg_sample
+
+    _, shapes, record, family = _reason_seg_sample(data_seed, "val", index)
+    if family == "colour_shape":
+        target = [tuple(int(v) for v in p) for p in record["shapes"][0]["points"]]
+        colour = next(s.colour for s in shapes if list(s.points) == target)
+        if sum(s.colour == colour for s in shapes) > 1:
+            return "colour_shape_kind"
+    return family
 
 
 ORACLE_WORDS = (r"\bred", r"\bgreen", r"\bblue", r"\byellow", r"circle", r"square", r"triangle",
@@ -126,6 +140,8 @@ def main(argv=None):
     ap.add_argument("--freeze_projector", type=int, default=1, help="1: keep mm_projector at its init")
     ap.add_argument("--qk_gain", type=float, default=QK_GAIN,
                     help="multiply the mask decoder's q/k projection weights by this at init (sharper attention)")
+    ap.add_argument("--open", type=int, default=OPEN_CHANNELS,
+                    help="encoder channels copied through the decoder's upscaling at init (lisa.demo.init)")
     ap.add_argument("--sam_init", default="", help="a state dict for sam or sam.vision_encoder (bench/sam_pretrain.py)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -145,7 +161,8 @@ def main(argv=None):
         importance = token_importance(tok, data_texts(args.data), template_texts())
     model = build_demo_model(tok, seed=args.seed, sizes=sizes, llm_init="bow" if args.bow else "random",
                              bow_beta=args.bow or 8.0, importance=importance, sharpness=args.idf or 8.0,
-                             prompt_gain=args.prompt_gain, qk_gain=args.qk_gain)
+                             prompt_gain=args.prompt_gain, qk_gain=args.qk_gain,
+                             open_channels=args.open)
     if args.sam_init:  # SAM's state dict (bench/sam_pretrain.py) or its encoder's
         state = torch.load(args.sam_init, weights_only=True)
         target = model.sam if any(k.startswith("vision_encoder.") for k in state) else model.sam.vision_encoder
@@ -182,8 +199,7 @@ def main(argv=None):
                               num_classes_per_sample=args.texts, clip_size=cfg.clip_image_size,
                               sam_size=cfg.sam_image_size, seed=args.seed)
     val = ValDataset(args.data, "ReasonSeg|val", clip_size=cfg.clip_image_size, sam_size=cfg.sam_image_size)
-    from lisa.data.synth import _reason_seg_sample
-    fams = [_reason_seg_sample(args.data_seed, "val", i)[3] for i in range(min(args.eval_n, len(val)))]
+    fams = [question_family(args.data_seed, i) for i in range(min(args.eval_n, len(val)))]
     loader = torch.utils.data.DataLoader(
         ds, batch_size=args.batch, shuffle=False, num_workers=args.workers,
         collate_fn=lambda b: collate(b, tok, num_image_tokens=n_tokens), persistent_workers=False)

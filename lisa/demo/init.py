@@ -14,6 +14,9 @@ as a *space-to-depth* autoencoder of colour, built only from SAM's own layers:
 
 From the first step a prompt only has to pick a colour (a dot product with the upscaled
 embedding) to produce a pixel-accurate mask; the transformers learn shapes, sizes and positions.
+``open_channels`` of the encoder's free channels are also passed straight through the upscaling to
+the per-pixel embedding (the demo uses 8): what the encoder learns there reaches the mask at full
+strength from the start, instead of through two near-zero random layers.
 Every other parameter keeps its ordinary random initialisation. The architecture is unchanged, so
 the exported model is an ordinary LISA checkpoint.
 """
@@ -48,8 +51,11 @@ def _small(shape, g) -> torch.Tensor:
 
 
 @torch.no_grad()
-def space_to_depth_init(model, seed: int = 0) -> None:
-    """Initialise ``model.sam`` (in place) as described in the module docstring."""
+def space_to_depth_init(model, seed: int = 0, open_channels: int = 0) -> None:
+    """Initialise ``model.sam`` (in place) as described in the module docstring. With
+    ``open_channels`` > 0, that many of the encoder's free (learned) channels are also copied
+    through the decoder's upscaling to the per-pixel embedding the mask is read from, so shape
+    features the encoder learns reach the mask from the first step."""
     hidden, patch, prompt, sub, fixed = _check(model)
     g = torch.Generator().manual_seed(seed)
     sam = model.sam
@@ -102,12 +108,9 @@ def space_to_depth_init(model, seed: int = 0) -> None:
         u1[N_COLOUR + 2 + k, 14 + k] = 1.0
     b1 = torch.zeros(quarter)
     b1[12], b1[13] = CONST, -CONST
-    dec.upscale_conv1.weight.copy_(u1)
-    dec.upscale_conv1.bias.copy_(b1)
     ln_bias = torch.zeros(quarter)
     ln_bias[:12] = GELU_SHIFT
     ln_bias[14:14 + N_POS] = GELU_SHIFT
-    dec.upscale_layer_norm.bias.copy_(ln_bias)
     u2 = _small(dec.upscale_conv2.weight.shape, g)
     u2[:, :4 + N_POS] = 0
     for i in range(2):
@@ -118,6 +121,15 @@ def space_to_depth_init(model, seed: int = 0) -> None:
         u2[14 + k, 4 + k] = 1.0
     b2 = torch.zeros(eighth)
     b2[3] = 1.0
+    # open channels: encoder channel fixed + k -> middle channel 18 + k -> pixel channel 8 + k
+    free_mid, free_out = 14 + N_POS, 4 + N_POS
+    for k in range(min(open_channels, prompt - fixed, quarter - free_mid, eighth - free_out)):
+        u1[fixed + k, free_mid + k] = 1.0
+        u2[free_mid + k, free_out + k] = 1.0
+        ln_bias[free_mid + k] = GELU_SHIFT
+    dec.upscale_conv1.weight.copy_(u1)
+    dec.upscale_conv1.bias.copy_(b1)
+    dec.upscale_layer_norm.bias.copy_(ln_bias)
     dec.upscale_conv2.weight.copy_(u2)
     dec.upscale_conv2.bias.copy_(b2)
 

@@ -33,6 +33,7 @@ DEMO_SIZES = dict(
 IDF_SHARPNESS = 8.0  # attention score of the most important token (see lisa.demo.init)
 PROMPT_GAIN = 4.0
 QK_GAIN = 3.0
+OPEN_CHANNELS = 8  # learned encoder channels passed straight to the mask embedding (lisa.demo.init)
 
 
 def demo_config(vocab_size: int, sizes: dict | None = None) -> LisaConfig:
@@ -63,7 +64,7 @@ def fix_sam_init(model: LisaForSegmentation, seed: int = 0) -> None:
 def build_demo_model(tokenizer, seed: int = 0, sizes: dict | None = None, llm_init: str = "bow",
                      bow_beta: float = 8.0, importance: torch.Tensor | None = None,
                      sharpness: float = IDF_SHARPNESS, prompt_gain: float = PROMPT_GAIN,
-                     qk_gain: float = QK_GAIN) -> LisaForSegmentation:
+                     qk_gain: float = QK_GAIN, open_channels: int = OPEN_CHANNELS) -> LisaForSegmentation:
     """The untrained demo model: random weights, SAM started as in :mod:`lisa.demo.init`, and the
     LLM as a bag of words (``llm_init="bow"``), weighted by token ``importance`` when given (see
     :func:`demo_importance`), or with transformers' random init (``"random"``). ``prompt_gain``
@@ -83,7 +84,7 @@ def build_demo_model(tokenizer, seed: int = 0, sizes: dict | None = None, llm_in
         for name, p in model.sam.mask_decoder.named_parameters():
             if name.endswith(("q_proj.weight", "k_proj.weight")):
                 p.mul_(qk_gain)
-    space_to_depth_init(model, seed)
+    space_to_depth_init(model, seed, open_channels=open_channels)
     if llm_init == "bow":
         bag_of_words_init(model, seed, beta=bow_beta, importance=importance, sharpness=sharpness)
     elif llm_init != "random":
