@@ -113,7 +113,7 @@ def _upscale(decoder, x: torch.Tensor) -> torch.Tensor:
 
 def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
                          keep_colour: bool = False, through_upscaling: bool = False, with_colour: bool = False,
-                         open_only: bool = False, constant_lr: bool = False, progress: bool = True) -> dict:
+                         open_only: int = 0, constant_lr: bool = False, progress: bool = True) -> dict:
     """Train ``model.sam.vision_encoder`` (and, ``through_upscaling``, the mask decoder's upscaling)
     in place on the kind maps under ``dataset_dir`` (``mapillary``); returns the loss curve, the
     kind accuracy on the shape pixels of the last 10% of steps and the seconds taken."""
@@ -139,12 +139,10 @@ def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr
     else:  # from the encoder's tokens, one logit per class and mask pixel of the token
         head = nn.Conv2d(channels, UPSCALE * UPSCALE * n_classes, 1)
     read = slice(None)
-    if open_only:  # only the open channels (lisa.demo.init), which reach the mask's pixel features
-        from lisa.demo.model import OPEN_CHANNELS
-
-        fixed = N_COLOUR + 2 + N_POS
-        read = slice(fixed, fixed + OPEN_CHANNELS) if not through_upscaling else slice(8, 8 + OPEN_CHANNELS)
-        head = nn.Conv2d(OPEN_CHANNELS, head.out_channels, 1)
+    if open_only:  # only the first open_only open channels (lisa.demo.init), which reach the mask
+        start = 4 + N_POS if through_upscaling else N_COLOUR + 2 + N_POS
+        read = slice(start, start + open_only)
+        head = nn.Conv2d(open_only, head.out_channels, 1)
     with torch.no_grad():
         head.weight.copy_(torch.randn(head.weight.shape, generator=g) * head.in_channels ** -0.5)
         head.bias.zero_()
@@ -197,7 +195,7 @@ def main(argv=None) -> int:
     import argparse
     from pathlib import Path
 
-    from lisa.demo.model import build_demo_model, build_demo_tokenizer, demo_importance
+    from lisa.demo.model import OPEN_CHANNELS, build_demo_model, build_demo_tokenizer, demo_importance
     from lisa.demo.semantic import write_semantic_shapes
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -214,7 +212,7 @@ def main(argv=None) -> int:
                     help="read kind from the mask decoder's upscaled pixel features (also trains the upscaling)")
     ap.add_argument("--with_colour", action="store_true",
                     help="classify kind x colour (and background) instead of kind: keeps colour in the features")
-    ap.add_argument("--open", type=int, default=0, help="open_channels of the SAM init (lisa.demo.init)")
+    ap.add_argument("--open", type=int, default=OPEN_CHANNELS, help="open_channels of the SAM init (lisa.demo.init)")
     ap.add_argument("--open_only", action="store_true", help="the head reads only the open channels")
     ap.add_argument("--constant_lr", action="store_true", help="no decay after the warmup")
     ap.add_argument("--out", required=True, help="where to save SAM's state dict (for demo_experiment --sam_init)")
@@ -226,7 +224,7 @@ def main(argv=None) -> int:
     model = build_demo_model(tok, seed=args.seed, importance=demo_importance(tok, args.data), open_channels=args.open)
     summary = pretrain_sam_encoder(model, args.data, args.steps, batch_size=args.batch, lr=args.lr, seed=args.seed,
                                    keep_colour=args.keep_colour, through_upscaling=args.through_upscaling,
-                                   with_colour=args.with_colour, open_only=args.open_only,
+                                   with_colour=args.with_colour, open_only=args.open if args.open_only else 0,
                                    constant_lr=args.constant_lr)
     print(f"{summary['steps']} steps in {summary['seconds']:.0f} s; kind pixel accuracy (last 10% of steps) "
           f"{summary['final_pixel_accuracy']:.3f}")
