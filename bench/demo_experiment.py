@@ -114,6 +114,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=RECIPE.warmup_steps)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--train_sam_encoder", type=int, default=1)
+    ap.add_argument("--encoder_lr_scale", type=float, default=1.0, help="SAM encoder's learning rate / --lr")
     ap.add_argument("--train_clip", type=int, default=0)
     ap.add_argument("--sizes", default="{}", help="JSON overrides of DEMO_SIZES parts")
     ap.add_argument("--eval_every", type=int, default=0)
@@ -211,8 +212,10 @@ def main(argv=None):
         print(f"whitened the [SEG] head on {hs.shape[0]} hidden states", flush=True)
     if args.oracle:
         install_oracle(model, tok)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
-                            betas=(0.9, 0.95), weight_decay=0.0)
+    encoder = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("sam.vision_encoder")]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("sam.vision_encoder")]
+    opt = torch.optim.AdamW([{"params": rest}, {"params": encoder, "lr": args.lr * args.encoder_lr_scale}],
+                            lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
 
     def lr_at(step):
         if step < args.warmup:
