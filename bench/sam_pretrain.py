@@ -34,6 +34,7 @@ colour_shape_kind after 400 steps, against 0.33 with the encoder trained on (whi
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -45,6 +46,9 @@ from tqdm import tqdm
 
 from lisa.data.files import read_rgb
 from lisa.data.masks import IGNORE_LABEL
+from lisa.data.sem_seg import sem_seg_source
+from lisa.data.synth import COLOURS
+from lisa.demo.init import FIXED, MID_FIXED, PIXEL_FIXED, pixel_features
 from lisa.preprocess import sam_preprocess
 
 UPSCALE = 4  # SAM's mask decoder draws masks at 4x its token grid
@@ -55,8 +59,6 @@ def _item(source, i: int, image_size: int, grid: int, with_colour: bool = False
     """SAM's input pixels and the class of each low-resolution mask pixel: the kind (255 off the
     shapes), or with ``with_colour`` kind x colour (the shape's palette colour nearest the pixel's)
     and one more class for the background."""
-    from lisa.data.synth import COLOURS
-
     image = read_rgb(source.pairs[i][0])
     label = source._label(i, image.shape[:2])  # class index, 255 = not asked about
     sam = sam_preprocess(image, image_size)
@@ -100,20 +102,12 @@ def _colour_path(encoder, fixed: int) -> list[tuple[torch.Tensor, tuple]]:
 
 
 def _upscaling_path(decoder) -> list[tuple[torch.Tensor, tuple]]:
-    """The same for the mask decoder's upscaling (lisa/demo/init.py: 18 of its 32 middle channels
-    and 8 of its 16 pixel channels carry colour, constants and position)."""
-    from lisa.demo.init import N_POS
-
-    mid, last = slice(0, 14 + N_POS), slice(0, 4 + N_POS)
+    """The same for the mask decoder's upscaling (lisa/demo/init.py: MID_FIXED of its middle
+    channels and PIXEL_FIXED of its pixel channels carry colour, constants and position)."""
+    mid, last = slice(0, MID_FIXED), slice(0, PIXEL_FIXED)
     return [(decoder.upscale_conv1.weight, (slice(None), mid)), (decoder.upscale_conv1.bias, (mid,)),
             (decoder.upscale_layer_norm.weight, (mid,)), (decoder.upscale_layer_norm.bias, (mid,)),
             (decoder.upscale_conv2.weight, (slice(None), last)), (decoder.upscale_conv2.bias, (last,))]
-
-
-def _upscale(decoder, x: torch.Tensor) -> torch.Tensor:
-    """The mask decoder's upscaling of image embeddings to its per-pixel mask features."""
-    x = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(x)))
-    return decoder.activation(decoder.upscale_conv2(x))
 
 
 def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
@@ -123,9 +117,6 @@ def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr
     """Train ``model.sam.vision_encoder`` (and, ``through_upscaling``, the mask decoder's upscaling)
     in place on the kind maps under ``dataset_dir`` (``mapillary``); returns the loss curve, the
     kind accuracy on the shape pixels of the last 10% of steps and the seconds taken."""
-    from lisa.data.sem_seg import sem_seg_source
-    from lisa.demo.init import N_COLOUR, N_POS
-
     if steps <= 0:
         return {"steps": 0, "seconds": 0.0, "loss": [], "final_pixel_accuracy": 0.0}
     source = sem_seg_source(str(dataset_dir), "mapillary")
@@ -133,32 +124,28 @@ def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr
         raise ValueError(f"no kind maps under {dataset_dir}/mapillary to pretrain SAM's encoder on")
     encoder = model.sam.vision_encoder
     image_size = int(model.config.sam_image_size)
-    channels = model.sam.mask_decoder.upscale_conv1.weight.shape[0]
-    g = torch.Generator().manual_seed(seed)
     decoder = model.sam.mask_decoder
-    from lisa.data.synth import COLOURS
-
+    channels = decoder.upscale_conv1.weight.shape[0]
+    g = torch.Generator().manual_seed(seed)
     per_kind = len(COLOURS) if with_colour else 1  # classes per kind (kind x colour)
     n_classes = len(source.classes) * per_kind + (1 if with_colour else 0)
-    if through_upscaling:  # kind is read from the decoder's per-pixel features, as a mask is
-        head = nn.Conv2d(decoder.upscale_conv2.weight.shape[1], n_classes, 1)
-    else:  # from the encoder's tokens, one logit per class and mask pixel of the token
-        head = nn.Conv2d(channels, UPSCALE * UPSCALE * n_classes, 1)
+    # kind is read from the decoder's per-pixel features (as a mask is), or from the encoder's
+    # tokens (one logit per class and mask pixel of the token)
+    in_channels = decoder.upscale_conv2.weight.shape[1] if through_upscaling else channels
+    out_channels = n_classes if through_upscaling else UPSCALE * UPSCALE * n_classes
     read = slice(None)
     if open_only:  # only the first open_only open channels (lisa.demo.init), which reach the mask
-        start = 4 + N_POS if through_upscaling else N_COLOUR + 2 + N_POS
-        read = slice(start, start + open_only)
-        head = nn.Conv2d(open_only, head.out_channels, 1)
+        start = PIXEL_FIXED if through_upscaling else FIXED
+        read, in_channels = slice(start, start + open_only), open_only
+    head = nn.Conv2d(in_channels, out_channels, 1)
     with torch.no_grad():
         head.weight.copy_(torch.randn(head.weight.shape, generator=g) * head.in_channels ** -0.5)
         head.bias.zero_()
-    kept = _colour_path(encoder, N_COLOUR + 2 + N_POS) if keep_colour else []
+    kept = _colour_path(encoder, FIXED) if keep_colour else []
     if keep_colour and through_upscaling:
         kept += _upscaling_path(decoder)
     reference = None
     if hold_colour:  # an L2 pull of the colour, constant and position outputs to the untrained encoder's
-        import copy
-
         reference = copy.deepcopy(encoder).eval().requires_grad_(False)
     rng = np.random.default_rng([seed, 11])
     was_training = encoder.training
@@ -177,18 +164,18 @@ def pretrain_sam_encoder(model, dataset_dir, steps: int, batch_size: int = 8, lr
     for step in tqdm(range(steps), desc="pretrain SAM", unit="step", disable=not progress):
         idx = rng.integers(len(source), size=batch_size)
         pixels, targets = zip(*(_item(source, int(i), image_size, grid, with_colour) for i in idx))
-        features = encoder(torch.stack(pixels)).last_hidden_state
+        pixels = torch.stack(pixels)
+        features = encoder(pixels).last_hidden_state
         if through_upscaling:
-            logits = head(_upscale(decoder, features)[:, read])
+            logits = head(pixel_features(decoder, features)[:, read])
         else:
             logits = F.pixel_shuffle(head(features[:, read]), UPSCALE)
         target = torch.stack(targets)
         loss = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL)
         if reference is not None:
-            fixed = N_COLOUR + 2 + N_POS
             with torch.no_grad():
-                held = reference(torch.stack(pixels)).last_hidden_state[:, :fixed]
-            loss = loss + hold_colour * F.mse_loss(features[:, :fixed], held)
+                held = reference(pixels).last_hidden_state[:, :FIXED]
+            loss = loss + hold_colour * F.mse_loss(features[:, :FIXED], held)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for param, index in kept:

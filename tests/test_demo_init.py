@@ -59,25 +59,18 @@ def test_importance_start_puts_the_question_words_in_the_seg_state(tokenizer):
     assert moved["importance"] > 3 * moved["uniform"], moved
 
 
-def _pixel_features(model, image_embedding):
-    """The mask decoder's per-pixel features (what a mask is a dot product with) of an embedding."""
-    dec = model.sam.mask_decoder
-    x = dec.activation(dec.upscale_layer_norm(dec.upscale_conv1(image_embedding)))
-    return dec.activation(dec.upscale_conv2(x))
-
-
 @torch.no_grad()
 def test_sam_starts_as_a_colour_autoencoder(tokenizer):
     """Each low-resolution mask pixel's first three features follow the colour of its own 2x2-pixel
     cell of SAM's input: a red square drawn in the image is red exactly where it is."""
-    from lisa.demo.init import N_COLOUR
+    from lisa.demo.init import N_COLOUR, pixel_features
 
     model = build_demo_model(tokenizer, sizes=_sizes(tokenizer))
     size = model.config.sam_image_size
     pixels = torch.zeros(1, 3, size, size)
     pixels[0, 0, 40:64, 16:48] = 2.0  # a block of high red channel; mask pixels (20..31, 8..23)
     emb = model.sam.vision_encoder(pixels).last_hidden_state
-    feats = _pixel_features(model, emb)[0]
+    feats = pixel_features(model.sam.mask_decoder, emb)[0]
     assert feats.shape[-1] == size // 2
     red = feats[0]
     inside, outside = red[20:32, 8:24], torch.cat([red[:18].flatten(), red[34:].flatten()])
@@ -89,18 +82,18 @@ def test_sam_starts_as_a_colour_autoencoder(tokenizer):
 def test_open_channels_reach_the_mask_features_where_they_are(tokenizer):
     """An encoder feature in an open channel shows up in the matching per-pixel feature, on the
     4x4 mask pixels of its token only; without open channels it hardly shows."""
-    from lisa.demo.init import N_COLOUR, N_POS
+    from lisa.demo.init import FIXED, PIXEL_FIXED, pixel_features
 
-    fixed = N_COLOUR + 2 + N_POS
     gains = {}
     for open_channels in (0, 4):
         model = build_demo_model(tokenizer, sizes=_sizes(tokenizer), open_channels=open_channels)
         size = model.config.sam_image_size
         emb = model.sam.vision_encoder(torch.zeros(1, 3, size, size)).last_hidden_state
         bumped = emb.clone()
-        bumped[0, fixed + 2, 5, 7] += 2.0  # open channel 2 at token (5, 7)
-        delta = (_pixel_features(model, bumped) - _pixel_features(model, emb))[0]
-        target = delta[4 + N_POS + 2]
+        bumped[0, FIXED + 2, 5, 7] += 2.0  # open channel 2 at token (5, 7)
+        dec = model.sam.mask_decoder
+        delta = (pixel_features(dec, bumped) - pixel_features(dec, emb))[0]
+        target = delta[PIXEL_FIXED + 2]
         gains[open_channels] = float(target[20:24, 28:32].mean())
         if open_channels:
             assert float(target[20:24, 28:32].min()) > 0.3

@@ -31,6 +31,11 @@ POS_SCALE = 2.0
 CONST = 8.0  # magnitude of the two constant channels
 GELU_SHIFT = 3.0  # keeps the colour channels in GELU's near-linear range
 SMALL = 0.02
+# Channels the init gives a fixed meaning (colour, constants, position), counted from 0; the rest
+# are free. Open channel k runs encoder FIXED + k -> middle MID_FIXED + k -> pixel PIXEL_FIXED + k.
+FIXED = N_COLOUR + 2 + N_POS  # image embedding (encoder output)
+MID_FIXED = 12 + 2 + N_POS  # the upscaling's middle layer: 4 sub-pixels x RGB, constants, position
+PIXEL_FIXED = 3 + 1 + N_POS  # per-pixel mask features: RGB, a constant, position
 
 
 def _check(model) -> tuple[int, int, int, int, int]:
@@ -39,15 +44,21 @@ def _check(model) -> tuple[int, int, int, int, int]:
     prompt = model.sam.mask_decoder.upscale_conv1.weight.shape[0]
     if patch % 4:
         raise ValueError(f"space-to-depth init needs a SAM patch size divisible by 4, got {patch}")
-    fixed = N_COLOUR + 2 + N_POS
-    if hidden < fixed or prompt < fixed or prompt // 4 < 14 + N_POS or prompt // 8 < 4 + N_POS:
-        raise ValueError(f"space-to-depth init needs SAM hidden and prompt sizes >= {fixed} and a "
-                         f"prompt size >= {8 * (4 + N_POS)} (got hidden {hidden}, prompt {prompt})")
-    return hidden, patch, prompt, patch // 4, fixed
+    if hidden < FIXED or prompt < FIXED or prompt // 4 < MID_FIXED or prompt // 8 < PIXEL_FIXED:
+        raise ValueError(f"space-to-depth init needs SAM hidden and prompt sizes >= {FIXED} and a "
+                         f"prompt size >= {8 * PIXEL_FIXED} (got hidden {hidden}, prompt {prompt})")
+    return hidden, patch, prompt, patch // 4, FIXED
 
 
 def _small(shape, g) -> torch.Tensor:
     return torch.randn(shape, generator=g) * SMALL
+
+
+def pixel_features(decoder, image_embedding: torch.Tensor) -> torch.Tensor:
+    """The mask decoder's per-pixel features of an image embedding (its two upscaling layers, as in
+    transformers' ``SamMaskDecoder.forward``): what a mask is a dot product with."""
+    x = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(image_embedding)))
+    return decoder.activation(decoder.upscale_conv2(x))
 
 
 @torch.no_grad()
@@ -96,7 +107,7 @@ def space_to_depth_init(model, seed: int = 0, open_channels: int = 0) -> None:
     dec = sam.mask_decoder
     quarter, eighth = prompt // 4, prompt // 8
     u1 = _small(dec.upscale_conv1.weight.shape, g)
-    u1[:, :14 + N_POS] = 0
+    u1[:, :MID_FIXED] = 0
     for p in range(2):
         for q in range(2):
             for i in range(2):
@@ -112,7 +123,7 @@ def space_to_depth_init(model, seed: int = 0, open_channels: int = 0) -> None:
     ln_bias[:12] = GELU_SHIFT
     ln_bias[14:14 + N_POS] = GELU_SHIFT
     u2 = _small(dec.upscale_conv2.weight.shape, g)
-    u2[:, :4 + N_POS] = 0
+    u2[:, :PIXEL_FIXED] = 0
     for i in range(2):
         for j in range(2):
             for c in range(3):
@@ -121,12 +132,10 @@ def space_to_depth_init(model, seed: int = 0, open_channels: int = 0) -> None:
         u2[14 + k, 4 + k] = 1.0
     b2 = torch.zeros(eighth)
     b2[3] = 1.0
-    # open channels: encoder channel fixed + k -> middle channel 18 + k -> pixel channel 8 + k
-    free_mid, free_out = 14 + N_POS, 4 + N_POS
-    for k in range(min(open_channels, prompt - fixed, quarter - free_mid, eighth - free_out)):
-        u1[fixed + k, free_mid + k] = 1.0
-        u2[free_mid + k, free_out + k] = 1.0
-        ln_bias[free_mid + k] = GELU_SHIFT
+    for k in range(min(open_channels, prompt - fixed, quarter - MID_FIXED, eighth - PIXEL_FIXED)):
+        u1[fixed + k, MID_FIXED + k] = 1.0
+        u2[MID_FIXED + k, PIXEL_FIXED + k] = 1.0
+        ln_bias[MID_FIXED + k] = GELU_SHIFT
     dec.upscale_conv1.weight.copy_(u1)
     dec.upscale_conv1.bias.copy_(b1)
     dec.upscale_layer_norm.bias.copy_(ln_bias)
