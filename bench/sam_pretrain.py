@@ -21,7 +21,8 @@ against the untrained encoder's, so that the features the mask decoder's colour 
 
 Prints the seconds taken and the kind accuracy on the shape pixels over the last 10% of the steps.
 What it measured (700 steps, 1 thread, about 2.5 minutes): with ``--constant_lr --open 8
---open_only`` 0.96 (0.89 with ``--keep_colour``), against 0.54 after 500 decaying steps; with
+--open_only`` 0.96 (0.89 with ``--keep_colour``), against 0.54 after 500 decaying steps (all
+channels, no open channels); with
 ``--with_colour --through_upscaling`` 0.48 after 600. LISA training from those encoders did not
 answer kind questions better (bench/demo_experiment.py: 0.26 to 0.30 on colour_shape_kind after
 500 steps), and with the encoder frozen the colour questions failed (IoU 0.10 with
