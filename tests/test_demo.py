@@ -52,6 +52,12 @@ def test_short_demo_learns_to_segment_what_the_words_say(demo_dir):
     # the learning curve comes from the run's validations, against training seconds
     assert [p["step"] for p in info["curve"]] == [SHORT_STEPS // 2, SHORT_STEPS]
     assert info["curve"][0]["train_seconds"] < info["curve"][1]["train_seconds"]
+    # SAM's encoder was pretrained on the kind maps first (in proportion to the shorter run), and its
+    # time is part of the training time
+    pre = info["sam_pretrain"]
+    assert pre["steps"] == round(info["recipe"]["sam_pretrain_steps"]) > 0 and pre["seconds"] > 0
+    assert (demo_dir / "data" / "mapillary" / "config_v2.0.json").is_file()
+    assert info["curve"][0]["train_seconds"] > pre["seconds"]
     assert info["curve"][1]["giou"] == pytest.approx(trained["giou"], abs=1e-6)  # the export is the trained model
     gen = info["generate_metrics"]
     assert gen["protocol"] == "generate" and 0.0 <= gen["seg_rate"] <= 1.0
@@ -88,7 +94,7 @@ def test_demo_model_is_a_normal_model_folder(demo_dir, tmp_path):
 
 
 def test_same_seed_same_model(tmp_path):
-    small = {"n_train": 24, "n_refer": 24, "n_val": 8, "batch_size": 2}
+    small = {"n_train": 24, "n_refer": 24, "n_val": 8, "n_semantic": 12, "batch_size": 2}
     results = [run_demo(tmp_path / name, steps=3, progress=False, examples=False, evals=1, overrides=small)
                for name in ("a", "b")]
     assert results[0].metrics == results[1].metrics

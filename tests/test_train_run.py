@@ -120,6 +120,32 @@ def test_losses_decrease_on_a_repeated_batch_of_every_family(tmp_path_factory, t
         assert losses[-1] < losses[0], (family, losses)
 
 
+def test_lr_scales_survive_the_schedule(tmp_path_factory, tiny_ckpt):
+    """--lr_scales groups keep their ratio through DeepSpeed's WarmupDecayLR (one max lr per group)."""
+    from lisa.train import dist
+    from lisa.train.args import namespace
+    from lisa.train.engine import create_engine
+    from lisa.train.setup import build_model
+
+    data = data_tree(tmp_path_factory)
+    args = namespace(**base_args(data, tmp_path_factory.mktemp("ls"), tiny_ckpt, exp_name="ls", lr=1e-3,
+                                 warmup_steps=2, lr_scales="sam.mask_decoder=0.25"))
+    dist.init_deepspeed_distributed()
+    model, _, _ = build_model(args)
+    engine, resolved = create_engine(model, args)
+    groups = engine.optimizer.param_groups  # ZeRO's flat partitions, one per group
+    assert len(groups) == 2 and resolved["optimizer"]["params"]["lr"] == [1e-3, 2.5e-4]
+    decoder = sum(p.numel() for n, p in model.named_parameters() if n.startswith("sam.mask_decoder."))
+    assert sum(p.numel() for p in groups[1]["params"]) == decoder
+    seen = []
+    for _ in range(5):
+        engine.lr_scheduler.step()
+        lrs = [g["lr"] for g in groups]
+        seen.append(lrs[0])
+        assert lrs[1] == 0 if lrs[0] == 0 else abs(lrs[1] / lrs[0] - 0.25) < 1e-9, lrs
+    assert max(seen) == 1e-3 and seen[-1] < 1e-3  # warmed up to --lr, then decaying
+
+
 def test_non_finite_losses_skip_the_step_and_stop_the_run(tmp_path_factory, tiny_ckpt, tiny_model, monkeypatch):
     from lisa.model.lisa import LisaForSegmentation
     from lisa.train import run

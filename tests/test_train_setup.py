@@ -68,6 +68,30 @@ def test_lora_targets_exclude_sam_clip_projector_and_head(tiny_ckpt):
     assert not model.llm.lm_head.weight.requires_grad
 
 
+def test_lr_scales_make_groups_and_reject_typos(tiny_ckpt):
+    from lisa.checkpoint.loader import load_pretrained
+    from lisa.train.args import parse_lr_scales
+
+    assert parse_lr_scales(" sam.vision_encoder=0.1, text_hidden_fcs=2 ") == [("sam.vision_encoder", 0.1),
+                                                                             ("text_hidden_fcs", 2.0)]
+    for bad in ("sam.vision_encoder", "=0.1", "sam=fast", "sam=-1"):
+        with pytest.raises(ValueError, match="PREFIX=FACTOR"):
+            parse_lr_scales(bad)
+    with pytest.raises(SystemExit):
+        parse_args(["--lr_scales", "sam.vision_encoder"])
+    model, _ = load_pretrained(tiny_ckpt, precision="fp32", progress=False)
+    set_trainable(model, extra=["sam.vision_encoder"])
+    groups = param_groups(model, 1e-3, 0.0, None, [("sam.vision_encoder.", 0.1), ("sam.", 0.5)])
+    by_lr = {g["lr"]: g["params"] for g in groups}
+    assert sorted(by_lr) == [1e-4, 5e-4, 1e-3]
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].startswith("sam.vision_encoder.") for p in by_lr[1e-4])
+    assert all(names[id(p)].startswith("sam.mask_decoder.") for p in by_lr[5e-4])  # first match wins
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="'vision_tower'"):  # frozen: a scale for it is a mistake
+        param_groups(model, 1e-3, 0.0, None, [("vision_tower", 0.1)])
+
+
 def test_deepspeed_config_as_original_and_override(tmp_path):
     args = namespace(epochs=10, steps_per_epoch=500)
     cfg = default_config(args)

@@ -57,7 +57,8 @@ class LabelMapSource(Source):
     def record_path(self, i: int) -> str:
         return self.pairs[i][1]
 
-    def _label(self, i: int, hw: tuple[int, int]) -> np.ndarray:
+    def label(self, i: int, hw: tuple[int, int]) -> np.ndarray:
+        """Image ``i``'s map of class indices (255: not asked about); ``hw`` is its image's size."""
         image_path, label_path = self.pairs[i]
         raw = read_label_png(label_path)
         if raw.shape != hw:
@@ -76,7 +77,7 @@ class LabelMapSource(Source):
     def load(self, i: int, rng: np.random.Generator, num_classes: int) -> RawSample:
         image_path = self.pairs[i][0]
         image = read_rgb(image_path)
-        label = self._label(i, image.shape[:2])
+        label = self.label(i, image.shape[:2])
         present = [int(v) for v in np.unique(label) if v != IGNORE_LABEL]
         chosen = [present[j] for j in sample_without_replacement(rng, len(present), num_classes)]
         names = [self.classes[c] for c in chosen]
@@ -89,7 +90,7 @@ class LabelMapSource(Source):
         image_path, label_path = self.pairs[i]
         hw = image_size(image_path)
         if deep:
-            self._label(i, hw)
+            self.label(i, hw)
         elif not os.path.isfile(label_path):
             raise SampleProblem("missing_file", label_path, "file not found")
         return 1

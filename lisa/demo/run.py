@@ -2,8 +2,10 @@
 
 Layout of ``out`` (default ``./demo_out``)::
 
-    data/      the synthetic data set (ReasonSeg + LLaVA VQA from ``lisa data synth``, RefCOCO shapes)
-    base/      the untrained demo model (a model folder; ``lisa train --version`` reads it)
+    data/      the synthetic data set (ReasonSeg + LLaVA VQA from ``lisa data synth``, RefCOCO shapes,
+               Mapillary-format kind maps)
+    base/      the demo model before ``lisa train``: initialised, SAM's encoder pretrained on the
+               kind maps (a model folder; ``lisa train --version`` reads it)
     runs/demo/ the training run (DeepSpeed checkpoint, train_log.jsonl, config.json)
     model/     the trained model (``lisa chat --version out/model``), with demo.json (recipe, metrics)
     examples/  the example image and its overlays
@@ -40,24 +42,34 @@ class DemoResult:
 def prepare_all_data(data_dir: Path, recipe: DemoRecipe, progress: bool = True) -> dict:
     from .data import prepare_data, stamped
     from .refer import write_refer_shapes
+    from .semantic import write_semantic_shapes
 
     summary = prepare_data(data_dir, recipe.n_train, recipe.n_val, recipe.seed, progress=progress)
     stamped(data_dir, "demo_refer.json", {"n_images": recipe.n_refer, "seed": recipe.seed},
             lambda: write_refer_shapes(data_dir, recipe.n_refer, recipe.seed, progress=progress))
+    stamped(data_dir, "demo_semantic.json", {"n_images": recipe.n_semantic, "seed": recipe.seed},
+            lambda: write_semantic_shapes(data_dir, recipe.n_semantic, recipe.seed, progress=progress))
     return summary
 
 
-def build_base(base_dir: Path, data_dir: Path, recipe: DemoRecipe):
-    """Tokenizer trained on the data's texts + the initialised demo model, saved as a model folder."""
+def build_base(base_dir: Path, data_dir: Path, recipe: DemoRecipe, progress: bool = True) -> dict:
+    """Tokenizer trained on the data's texts + the initialised demo model with its SAM encoder
+    pretrained on the kind maps, saved as a model folder. Returns the pretraining's summary."""
     from ..checkpoint.saver import save_pretrained
-    from .model import build_demo_model, build_demo_tokenizer, demo_importance
+    from .model import OPEN_CHANNELS, build_demo_model, build_demo_tokenizer, demo_importance
+    from .pretrain import pretrain_sam_encoder
 
     tok_dir = base_dir.parent / (base_dir.name + ".tokenizer")
     tokenizer = build_demo_tokenizer(data_dir, tok_dir)
-    model = build_demo_model(tokenizer, seed=recipe.seed, importance=demo_importance(tokenizer, data_dir))
+    model = build_demo_model(tokenizer, seed=recipe.seed, importance=demo_importance(tokenizer, data_dir),
+                             open_channels=OPEN_CHANNELS)
+    summary = pretrain_sam_encoder(model, data_dir, recipe.sam_pretrain_steps, open_channels=OPEN_CHANNELS,
+                                   hold=recipe.sam_pretrain_hold,
+                                   seed=recipe.seed, progress=progress)
     save_pretrained(model, tokenizer, base_dir, format="native", progress=False)
     shutil.rmtree(tok_dir, ignore_errors=True)
-    return model, tokenizer
+    summary.pop("loss")
+    return summary
 
 
 def trained_recipe(model_dir: Path) -> dict | None:
@@ -115,7 +127,7 @@ def train_and_export(out: Path, recipe: DemoRecipe, progress: bool = True, worke
 
     data_dir, base_dir, model_dir = out / "data", out / "base", out / "model"
     prepare_all_data(data_dir, recipe, progress)
-    build_base(base_dir, data_dir, recipe)
+    pretrain = build_base(base_dir, data_dir, recipe, progress)
     runs = out / "runs"
     shutil.rmtree(runs / "demo", ignore_errors=True)
     args = train_args(recipe, base=str(base_dir), dataset_dir=str(data_dir), log_base_dir=str(runs), workers=workers)
@@ -128,9 +140,13 @@ def train_and_export(out: Path, recipe: DemoRecipe, progress: bool = True, worke
     if model_dir.exists():
         shutil.rmtree(model_dir)
     export(run_dir, model_dir, format="native", precision="fp32", tag="latest", progress=False)
-    info = {"recipe": recipe.to_dict(), "threads": torch.get_num_threads(),
-            "curve": read_curve(run_dir), "wall_seconds": round(wall, 1)}
-    info["train_seconds"] = info["curve"][-1]["train_seconds"] if info["curve"] else round(wall, 1)
+    # training time = the encoder's pretraining + lisa train's optimizer steps (the curve's clock)
+    curve = read_curve(run_dir)
+    for point in curve:
+        point["train_seconds"] = round(point["train_seconds"] + pretrain["seconds"], 1)
+    info = {"recipe": recipe.to_dict(), "threads": torch.get_num_threads(), "curve": curve,
+            "sam_pretrain": pretrain, "wall_seconds": round(wall, 1)}
+    info["train_seconds"] = curve[-1]["train_seconds"] if curve else round(wall + pretrain["seconds"], 1)
     scores = evaluate_model(model_dir, data_dir, ("teacher", "generate"), progress)
     info["metrics"], info["generate_metrics"] = scores["teacher"], scores["generate"]
     (model_dir / DEMO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -105,6 +105,8 @@ def build_parser(prog: str = "lisa train") -> argparse.ArgumentParser:
     _bool_pair(ap, "train_embeddings", True, "train the full lm_head and embed_tokens (default on, as LISA)")
     a("--train_modules", default="", help="comma-separated parameter-name prefixes (e.g. "
       "sam.vision_encoder,llm.model.layers,vision_tower) also trained in full")
+    a("--lr_scales", default="", help="per-module learning rates as comma-separated PREFIX=FACTOR pairs "
+      "(e.g. sam.vision_encoder=0.1): parameters whose name starts with PREFIX train at FACTOR x --lr")
     a("--strict_data", action="store_true", help="stop at the first unusable sample instead of skipping it")
     a("--wandb", action="store_true", help="also log to Weights & Biases (needs the wandb package)")
     a("--max_steps", type=int, default=0, help="stop after this many optimizer steps in total (0: all epochs)")
@@ -145,9 +147,27 @@ def resolve(args: argparse.Namespace, argv: list[str] | None = None) -> argparse
         raise ValueError(f"--deepspeed_config {args.deepspeed_config}: file not found")
     args.lora_targets = [t.strip() for t in args.lora_target_modules.split(",") if t.strip()]
     args.train_prefixes = [t.strip() for t in args.train_modules.split(",") if t.strip()]
+    args.lr_scale_list = parse_lr_scales(args.lr_scales)
     if not args.lora_targets and args.lora_r > 0:
         raise ValueError("--lora_target_modules is empty")
     return args
+
+
+def parse_lr_scales(text: str) -> list[tuple[str, float]]:
+    """``"a.b=0.1,c=2"`` -> ``[("a.b", 0.1), ("c", 2.0)]``; the first matching prefix wins."""
+    out = []
+    for item in (t.strip() for t in (text or "").split(",")):
+        if not item:
+            continue
+        prefix, sep, factor = item.partition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = None
+        if not sep or not prefix.strip() or value is None or not value >= 0:
+            raise ValueError(f"--lr_scales: {item!r} is not PREFIX=FACTOR with a factor >= 0")
+        out.append((prefix.strip(), value))
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

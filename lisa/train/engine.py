@@ -73,16 +73,33 @@ def load_config(args) -> dict:
     return cfg
 
 
-def param_groups(model: torch.nn.Module, lr: float, weight_decay: float, projector_lr: float | None):
-    main, projector = [], []
+def param_groups(model: torch.nn.Module, lr: float, weight_decay: float, projector_lr: float | None,
+                 lr_scales: list[tuple[str, float]] = ()):
+    """One group at ``lr``, the projector's at ``projector_lr`` (when given), and one per factor of
+    ``lr_scales`` ((prefix, factor) pairs, first match wins) at factor x ``lr``. A prefix that no
+    trainable parameter has is an error: a typo would otherwise train at the full rate."""
+    groups: dict[float | str, list] = {}
+    used = set()
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (projector if name.startswith("mm_projector.") and projector_lr is not None else main).append(p)
-    groups = [{"params": main, "lr": lr, "weight_decay": weight_decay}]
-    if projector:
-        groups.append({"params": projector, "lr": projector_lr, "weight_decay": weight_decay})
-    return groups
+        key: float | str = lr
+        if name.startswith("mm_projector.") and projector_lr is not None:
+            key = "projector"
+        else:
+            for prefix, factor in lr_scales:
+                if name.startswith(prefix):
+                    key, used = lr * factor, used | {prefix}
+                    break
+        groups.setdefault(key, []).append(p)
+    unused = [prefix for prefix, _ in lr_scales if prefix not in used]
+    if unused:
+        raise ValueError(f"--lr_scales: no trainable parameter starts with {', '.join(map(repr, unused))}")
+    out = [{"params": groups.pop(lr, []), "lr": lr, "weight_decay": weight_decay}]
+    if "projector" in groups:
+        out.append({"params": groups.pop("projector"), "lr": projector_lr, "weight_decay": weight_decay})
+    out += [{"params": params, "lr": group_lr, "weight_decay": weight_decay} for group_lr, params in groups.items()]
+    return [g for g in out if g["params"]] or out[:1]
 
 
 def make_optimizer(model, ds_config: dict, args) -> torch.optim.Optimizer:
@@ -95,7 +112,7 @@ def make_optimizer(model, ds_config: dict, args) -> torch.optim.Optimizer:
     lr = float(p.get("lr", args.lr))
     wd = float(p.get("weight_decay", args.weight_decay))
     betas = tuple(p.get("betas", (args.beta1, args.beta2)))
-    groups = param_groups(model, lr, wd, args.mm_projector_lr)
+    groups = param_groups(model, lr, wd, args.mm_projector_lr, getattr(args, "lr_scale_list", ()))
     if kind == "adam" and wd:
         return torch.optim.Adam(groups, lr=lr, betas=betas, eps=float(p.get("eps", 1e-8)), weight_decay=wd)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=float(p.get("eps", 1e-8)), weight_decay=wd)
@@ -113,8 +130,8 @@ def create_engine(model: torch.nn.Module, args):
            for k in ("offload_optimizer", "offload_param")):
         ds_config.setdefault("zero_force_ds_cpu_optimizer", False)
     sched = ds_config.get("scheduler")
-    if sched and args.mm_projector_lr is not None and sched.get("type") == "WarmupDecayLR":
-        # one max lr per param group (projector group at its own rate)
+    if sched and len(optimizer.param_groups) > 1 and sched.get("type") == "WarmupDecayLR":
+        # one max lr per param group (the projector and --lr_scales groups at their own rates)
         sched["params"]["warmup_max_lr"] = [g["lr"] for g in optimizer.param_groups]
         sched["params"]["warmup_min_lr"] = [0.0 for _ in optimizer.param_groups]
     resolved = copy.deepcopy(ds_config)
