@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--open", type=int, default=OPEN_CHANNELS, help="open_channels of the SAM init (lisa.demo.init)")
     ap.add_argument("--hold", type=float, default=10.0,
                     help="weight of the L2 pull keeping the colour/constant/position outputs as the init's")
+    ap.add_argument("--area", type=float, default=0.3, help="weight of the shape-area target (0: kind only)")
     ap.add_argument("--out", required=True, help="where to save SAM's state dict (for demo_experiment --sam_init)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -52,9 +53,9 @@ def main(argv=None) -> int:
     tok = build_demo_tokenizer(args.data, args.out + ".tok")
     model = build_demo_model(tok, seed=args.seed, importance=demo_importance(tok, args.data), open_channels=args.open)
     summary = pretrain_sam_encoder(model, args.data, args.steps, open_channels=args.open, batch_size=args.batch,
-                                   lr=args.lr, hold=args.hold, seed=args.seed)
-    print(f"{summary['steps']} steps in {summary['seconds']:.0f} s; kind pixel accuracy (last 10% of steps) "
-          f"{summary['final_pixel_accuracy']:.3f}")
+                                   lr=args.lr, hold=args.hold, area=args.area, seed=args.seed)
+    print(f"{summary['steps']} steps in {summary['seconds']:.0f} s; over the last 10% of steps kind pixel "
+          f"accuracy {summary['final_pixel_accuracy']:.3f}, area MSE (in standard deviations) {summary['final_area_mse']}")
     torch.save(model.sam.state_dict(), args.out)
     return 0
 

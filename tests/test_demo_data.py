@@ -10,7 +10,8 @@ from lisa.data.refer_seg import ReferSegDataset
 from lisa.data.sem_seg import SemSegDataset
 from lisa.data.synth import SHAPES, generate_image
 from lisa.demo.refer import REFER_STREAM, write_refer_shapes
-from lisa.demo.semantic import SEMANTIC_STREAM, write_semantic_shapes
+from lisa.demo.pretrain import log_area_map, read_instances
+from lisa.demo.semantic import INSTANCE_BASE, SEMANTIC_STREAM, write_semantic_shapes
 
 
 def test_semantic_shapes_label_every_shape_by_its_kind(tmp_path):
@@ -27,6 +28,17 @@ def test_semantic_shapes_label_every_shape_by_its_kind(tmp_path):
         for s in shapes:
             want[s.mask(*label.shape)] = SHAPES.index(s.shape)
         np.testing.assert_array_equal(label, want)
+        # Mapillary's instance encoding: label * 256 + instance number, one number per shape
+        instances = np.asarray(Image.open(tmp_path / f"mapillary/training/v2.0/instances/shapes_{i:06d}.png"))
+        np.testing.assert_array_equal(instances.astype(np.int64) // INSTANCE_BASE, want)
+        for number, s in enumerate(shapes, start=1):
+            assert (instances % INSTANCE_BASE == number).sum() == s.area
+        # the pretraining's area target: log(shape area / image area) on each shape's pixels
+        area = log_area_map(read_instances(tmp_path / f"mapillary/training/v2.0/labels/shapes_{i:06d}.png"),
+                            np.where(want == 3, 255, want))
+        for s in shapes:
+            np.testing.assert_allclose(area[s.mask(*label.shape)], np.log(s.area / label.size), rtol=1e-5)
+        assert (area[want == 3] == 0).all()
 
     ds = SemSegDataset(str(tmp_path), "mapillary", samples_per_epoch=8, num_classes_per_sample=3,
                        clip_size=56, sam_size=128)
@@ -44,6 +56,7 @@ def test_smaller_rewrite_drops_the_extra_files(tmp_path):
     write_semantic_shapes(tmp_path, 2, seed=0, progress=False)
     assert len(list((tmp_path / "mapillary/training/images").glob("*.jpg"))) == 2
     assert len(list((tmp_path / "mapillary/training/v2.0/labels").glob("*.png"))) == 2
+    assert len(list((tmp_path / "mapillary/training/v2.0/instances").glob("*.png"))) == 2
 
 
 def test_refer_shapes_masks_are_the_drawn_shapes(tmp_path):

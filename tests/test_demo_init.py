@@ -118,20 +118,21 @@ def _pretrained(tokenizer, data, hold):
 
 
 def test_encoder_pretraining_learns_kind_and_holds_colour(tokenizer, tmp_path):
-    """The kind loss falls; with the pull (``hold``) the colour/constant/position outputs that the
+    """The kind and area loss falls; with the pull (``hold``) the colour/constant/position outputs that the
     mask decoder reads move several times less than without it."""
     from lisa.demo.init import FIXED
-    from lisa.demo.pretrain import SEMANTIC_SET, kind_targets
+    from lisa.demo.pretrain import SEMANTIC_SET, shape_targets
     from lisa.demo.semantic import write_semantic_shapes
     from lisa.data.sem_seg import sem_seg_source
 
     write_semantic_shapes(tmp_path, 12, seed=0, progress=False)
     source = sem_seg_source(str(tmp_path), SEMANTIC_SET)
-    pixels = torch.stack([kind_targets(source, i, 128, 64)[0] for i in range(4)])
+    pixels = torch.stack([shape_targets(source, i, 128, 64)[0] for i in range(4)])
     drift = {}
     for hold in (10.0, 0.0):
         model, start, summary = _pretrained(tokenizer, tmp_path, hold)
         assert len(summary["loss"]) == PRETRAIN_STEPS and summary["final_pixel_accuracy"] is not None
+        assert summary["final_area_mse"] is not None
         if hold:
             first, last = summary["loss"][:5], summary["loss"][-5:]
             assert sum(last) < 0.8 * sum(first), summary["loss"]

@@ -35,33 +35,80 @@ from ..data.masks import IGNORE_LABEL
 from ..data.sem_seg import sem_seg_source
 from ..preprocess import sam_preprocess
 from .init import FIXED
+from .semantic import INSTANCE_BASE, instance_path
 
 UPSCALE = 4  # SAM's mask decoder draws masks at 4x its token grid
 SEMANTIC_SET = "mapillary"  # the format lisa.demo.semantic writes the kind maps in
 
 
-def kind_targets(source, i: int, image_size: int, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAM's input pixels of image ``i`` of ``source`` and the kind (class index) at the centre of
-    each of its ``grid`` x ``grid`` low-resolution mask pixels; ``IGNORE_LABEL`` off the shapes."""
-    image = read_rgb(source.pairs[i][0])
-    label = source.label(i, image.shape[:2])
-    sam = sam_preprocess(image, image_size)
-    h, w = sam.resize
+def read_instances(label_path) -> np.ndarray:
+    """The instance map (:func:`lisa.demo.semantic.instance_path`) of a kind map, as integers."""
+    path = instance_path(label_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the instance map of {label_path} is missing (the shape areas the "
+                                "pretraining learns come from it); write the set with lisa.demo.semantic")
+    with Image.open(path) as im:
+        return np.asarray(im).astype(np.int64)
+
+
+def log_area_map(instances: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Each shape pixel's log(area of its shape / image area); 0 off the shapes."""
+    ids, inverse, counts = np.unique(instances, return_inverse=True, return_counts=True)
+    out = np.log(counts / instances.size)[inverse.reshape(instances.shape)].astype(np.float32)
+    out[label == IGNORE_LABEL] = 0.0
+    return out
+
+
+def _grid_centres(array: np.ndarray, size: tuple[int, int], image_size: int, grid: int, fill) -> np.ndarray:
+    """``array`` resized as SAM resizes its image (``size`` = (h, w)), padded, and read at the centre
+    of each of the ``grid`` x ``grid`` low-resolution mask pixels."""
+    h, w = size
     stride = image_size // grid
-    resized = np.array(Image.fromarray(label.astype(np.uint8)).resize((w, h), Image.NEAREST))
-    canvas = np.full((image_size, image_size), IGNORE_LABEL, np.uint8)
+    resized = np.array(Image.fromarray(array).resize((w, h), Image.NEAREST))
+    canvas = np.full((image_size, image_size), fill, array.dtype)
     canvas[:h, :w] = resized
-    target = canvas[stride // 2::stride, stride // 2::stride][:grid, :grid]
-    return sam.pixels, torch.from_numpy(target.astype(np.int64))
+    return canvas[stride // 2::stride, stride // 2::stride][:grid, :grid]
+
+
+def shape_targets(source, i: int, image_size: int, grid: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SAM's input pixels of image ``i`` of ``source``, and at each low-resolution mask pixel the
+    kind (class index; ``IGNORE_LABEL`` off the shapes) and the log relative area of its shape."""
+    image_path, label_path = source.pairs[i]
+    image = read_rgb(image_path)
+    label = source.label(i, image.shape[:2])
+    area = log_area_map(read_instances(label_path), label)
+    sam = sam_preprocess(image, image_size)
+    kind = _grid_centres(label.astype(np.uint8), sam.resize, image_size, grid, IGNORE_LABEL)
+    area = _grid_centres(area, sam.resize, image_size, grid, 0.0)
+    return sam.pixels, torch.from_numpy(kind.astype(np.int64)), torch.from_numpy(area.copy())
+
+
+def area_statistics(source) -> tuple[float, float]:
+    """Mean and standard deviation of the log relative shape area over the shape pixels of the set
+    (the area target is standardised with them)."""
+    values, weights = [], []
+    for _, label_path in source.pairs:
+        ids, counts = np.unique(read_instances(label_path), return_counts=True)
+        shapes = ids % INSTANCE_BASE > 0
+        total = counts.sum()
+        values.append(np.log(counts[shapes] / total))
+        weights.append(counts[shapes])
+    v, w = np.concatenate(values), np.concatenate(weights).astype(np.float64)
+    mean = float(np.average(v, weights=w))
+    return mean, float(np.sqrt(np.average((v - mean) ** 2, weights=w))) or 1.0
 
 
 def pretrain_sam_encoder(model, dataset_dir, steps: int, *, open_channels: int, batch_size: int = 8,
-                         lr: float = 1e-3, hold: float = 10.0, seed: int = 0, progress: bool = True) -> dict:
-    """Train ``model.sam.vision_encoder`` in place on the kind maps under ``dataset_dir``. Returns
-    the loss curve, the kind accuracy on the shape pixels over the last 10% of the steps
-    (``final_pixel_accuracy``) and the seconds taken."""
+                         lr: float = 1e-3, hold: float = 10.0, area: float = 0.3, seed: int = 0,
+                         progress: bool = True) -> dict:
+    """Train ``model.sam.vision_encoder`` in place on the kind maps under ``dataset_dir`` (and, with
+    weight ``area``, on each shape pixel's standardised log relative shape area). Returns the loss
+    curve, over the last 10% of the steps the kind accuracy on the shape pixels
+    (``final_pixel_accuracy``) and the area's mean squared error in standard deviations
+    (``final_area_mse``), and the seconds taken."""
     if steps <= 0:
-        return {"steps": 0, "seconds": 0.0, "loss": [], "final_pixel_accuracy": None}
+        return {"steps": 0, "seconds": 0.0, "loss": [], "final_pixel_accuracy": None, "final_area_mse": None}
     if open_channels <= 0:
         raise ValueError("pretraining reads kind from the encoder's open channels: build the model with "
                          f"open_channels > 0 (got {open_channels})")
@@ -72,8 +119,10 @@ def pretrain_sam_encoder(model, dataset_dir, steps: int, *, open_channels: int, 
     image_size = int(model.config.sam_image_size)
     grid = UPSCALE * (image_size // encoder.patch_embed.projection.weight.shape[-1])
     n_classes = len(source.classes)
+    area_mean, area_std = area_statistics(source) if area else (0.0, 1.0)
+    outputs = n_classes + (1 if area else 0)  # per mask pixel: one logit per class (and the area)
     g = torch.Generator().manual_seed(seed)
-    head = nn.Conv2d(open_channels, UPSCALE * UPSCALE * n_classes, 1)  # one logit per class and mask pixel
+    head = nn.Conv2d(open_channels, UPSCALE * UPSCALE * outputs, 1)
     with torch.no_grad():
         head.weight.copy_(torch.randn(head.weight.shape, generator=g) * open_channels ** -0.5)
         head.bias.zero_()
@@ -85,15 +134,19 @@ def pretrain_sam_encoder(model, dataset_dir, steps: int, *, open_channels: int, 
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     warmup = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
-    losses, hits, counted = [], 0, 0
+    losses, hits, counted, area_errors = [], 0, 0, []
     t0 = time.perf_counter()
     for step in tqdm(range(steps), desc="pretrain SAM encoder", unit="step", disable=not progress):
         idx = rng.integers(len(source), size=batch_size)
-        pixels, targets = zip(*(kind_targets(source, int(i), image_size, grid) for i in idx))
-        pixels, target = torch.stack(pixels), torch.stack(targets)
+        pixels, target, log_area = (torch.stack(t) for t in
+                                    zip(*(shape_targets(source, int(i), image_size, grid) for i in idx)))
         features = encoder(pixels).last_hidden_state
-        logits = F.pixel_shuffle(head(features[:, FIXED:FIXED + open_channels]), UPSCALE)
+        out = F.pixel_shuffle(head(features[:, FIXED:FIXED + open_channels]), UPSCALE)
+        logits, shape = out[:, :n_classes], target != IGNORE_LABEL
         loss = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL)
+        if area:
+            area_loss = F.mse_loss(out[:, n_classes][shape], (log_area[shape] - area_mean) / area_std)
+            loss = loss + area * area_loss
         if reference is not None:
             with torch.no_grad():
                 held = reference(pixels).last_hidden_state[:, :FIXED]
@@ -105,9 +158,11 @@ def pretrain_sam_encoder(model, dataset_dir, steps: int, *, open_channels: int, 
         sched.step()
         losses.append(round(loss.item(), 4))
         if step >= steps - max(1, steps // 10):
-            shape = target != IGNORE_LABEL
             hits += int((logits.argmax(1)[shape] == target[shape]).sum())
             counted += int(shape.sum())
+            if area:
+                area_errors.append(area_loss.item())
     encoder.train(was_training)
     return {"steps": steps, "seconds": round(time.perf_counter() - t0, 1), "loss": losses,
-            "final_pixel_accuracy": round(hits / max(counted, 1), 4)}
+            "final_pixel_accuracy": round(hits / max(counted, 1), 4),
+            "final_area_mse": round(float(np.mean(area_errors)), 4) if area_errors else None}

@@ -27,8 +27,9 @@ class DemoRecipe:
     n_refer: int = 1000  # RefCOCO-format images (several questions each)
     n_val: int = 200
     n_semantic: int = 1000  # kind maps (Mapillary format) for the SAM encoder's pretraining
-    sam_pretrain_steps: int = 700
+    sam_pretrain_steps: int = 900
     sam_pretrain_hold: float = 10.0  # weight of the pull keeping the encoder's colour channels
+    sam_pretrain_area: float = 0.3  # weight of the shape-area target beside the kind
     steps: int = 1300  # optimizer steps (about 9.5 minutes on 2 CPU cores)
     batch_size: int = 8  # images per step
     texts_per_image: int = 8  # num_classes_per_sample

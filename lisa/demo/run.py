@@ -64,7 +64,7 @@ def build_base(base_dir: Path, data_dir: Path, recipe: DemoRecipe, progress: boo
     model = build_demo_model(tokenizer, seed=recipe.seed, importance=demo_importance(tokenizer, data_dir),
                              open_channels=OPEN_CHANNELS)
     summary = pretrain_sam_encoder(model, data_dir, recipe.sam_pretrain_steps, open_channels=OPEN_CHANNELS,
-                                   hold=recipe.sam_pretrain_hold,
+                                   hold=recipe.sam_pretrain_hold, area=recipe.sam_pretrain_area,
                                    seed=recipe.seed, progress=progress)
     save_pretrained(model, tokenizer, base_dir, format="native", progress=False)
     shutil.rmtree(tok_dir, ignore_errors=True)

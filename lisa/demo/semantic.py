@@ -8,13 +8,14 @@ segment the circle in this image?" is answered by every circle, whatever its col
 Mapillary is the label-map format whose class names live in the data folder
 (``mapillary/config_v2.0.json``), so the kinds are written there: palette PNGs under
 ``mapillary/training/v2.0/labels/`` whose pixel values index ``labels`` (background = Unlabeled,
-never asked about), images under ``mapillary/training/images/``. Train on it with ``--dataset
-"sem_seg||reason_seg||refer_seg" --sem_seg_data mapillary``.
+never asked about), images under ``mapillary/training/images/``, and as in Mapillary the instance
+maps under ``mapillary/training/v2.0/instances/`` (16-bit PNGs, label * 256 + instance number).
+Train on it with ``--dataset "sem_seg||reason_seg||refer_seg" --sem_seg_data mapillary``.
 
-It is not part of the default demo: in its 1300 steps, adding it to the mix (rates 1,1,1 or
+It is not part of the demo's ``lisa train`` mix: in its 1300 steps, adding it (rates 1,1,1 or
 1,2,2) left the "{colour} {shape}" questions where they were (IoU 0.65) and the whole no better
-(gIoU 0.72 and 0.77, against 0.76-0.78 without it). bench/sam_pretrain.py uses it for a dense
-pretraining of SAM's encoder.
+(gIoU 0.72 and 0.77, against 0.76-0.78 without it). lisa/demo/pretrain.py uses it for a dense
+pretraining of SAM's encoder before ``lisa train``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ from tqdm import tqdm
 SEMANTIC_STREAM = 8  # a generator stream of lisa.data.synth that no other set uses
 PALETTE = {"circle": (220, 120, 40), "square": (40, 120, 220), "triangle": (60, 180, 90)}
 UNLABELED = ("void--unlabeled", "Unlabeled", (0, 0, 0))
+INSTANCE_BASE = 256  # instance map value = label index * 256 + instance number (Mapillary's encoding)
+
+
+def instance_path(label_path) -> Path:
+    """The instance map beside a label map (``.../v2.0/labels/x.png`` -> ``.../v2.0/instances/x.png``)."""
+    label_path = Path(label_path)
+    return label_path.parent.parent / "instances" / label_path.name
 
 
 def _labels() -> list[tuple[str, str, tuple[int, int, int]]]:
@@ -45,11 +53,11 @@ def write_semantic_shapes(root, n_images: int, seed: int, progress: bool = True)
         raise ValueError(f"n_images must be >= 0, got {n_images}")
     base = Path(root) / "mapillary"
     image_dir, label_dir = base / "training" / "images", base / "training" / "v2.0" / "labels"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    label_dir.mkdir(parents=True, exist_ok=True)
+    instance_dir = instance_path(label_dir / "x.png").parent
     names = [f"shapes_{i:06d}" for i in range(n_images)]
-    remove_stale(image_dir, "shapes_", {n + ".jpg" for n in names})
-    remove_stale(label_dir, "shapes_", {n + ".png" for n in names}, suffixes=(".png",))
+    for folder, suffix in ((image_dir, ".jpg"), (label_dir, ".png"), (instance_dir, ".png")):
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale(folder, "shapes_", {n + suffix for n in names}, suffixes=(suffix,))
     labels = _labels()
     config = {"labels": [{"name": n, "readable": r, "color": list(c), "instances": False, "evaluate": True}
                          for n, r, c in labels], "version": "2.0", "mapping": "public"}
@@ -62,11 +70,14 @@ def write_semantic_shapes(root, n_images: int, seed: int, progress: bool = True)
         image, shapes = generate_image(rng)
         w, h = image.size
         label = np.full((h, w), len(labels) - 1, np.uint8)
-        for shape in shapes:
+        instances = np.full((h, w), (len(labels) - 1) * INSTANCE_BASE, np.uint16)
+        for number, shape in enumerate(shapes, start=1):
             m = shape.mask(h, w)
             label[m] = SHAPES.index(shape.shape)
+            instances[m] = SHAPES.index(shape.shape) * INSTANCE_BASE + number
             pixels[shape.shape] += int(m.sum())
         save_jpeg(image, image_dir / f"{name}.jpg")
+        Image.fromarray(instances).save(instance_dir / f"{name}.png")
         png = Image.fromarray(label)  # mode L; putpalette makes it P with the same indices
         png.putpalette(palette)
         png.save(label_dir / f"{name}.png")
