@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="where to save SAM's state dict (for demo_experiment --sam_init)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if not (Path(args.data) / SEMANTIC_SET / "config_v2.0.json").is_file():
+    semantic = Path(args.data) / SEMANTIC_SET
+    if not (semantic / "config_v2.0.json").is_file() or not (semantic / "training/v2.0/instances").is_dir():
         write_semantic_shapes(args.data, args.semantic, args.seed)
     tok = build_demo_tokenizer(args.data, args.out + ".tok")
     model = build_demo_model(tok, seed=args.seed, importance=demo_importance(tok, args.data), open_channels=args.open)
