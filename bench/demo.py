@@ -100,7 +100,8 @@ def main(argv=None) -> int:
           f"whole demo {info['total_seconds']:.0f} s")
     print("\nlearning curve (ReasonSeg|val, 200 images, teacher-forced):")
     print(f"  {'step':>6} {'train s':>8} {'gIoU':>7} {'cIoU':>7}")
-    print(f"  {0:>6} {pre.get('seconds', 0):>8.0f} {untrained['giou']:>7.4f} {untrained['ciou']:>7.4f}   (before lisa train)")
+    print(f"  {0:>6} {pre.get('seconds', 0):>8.0f} {untrained['giou']:>7.4f} {untrained['ciou']:>7.4f}"
+          "   (before lisa train)")
     for p in curve:
         print(f"  {p['step']:>6} {p['train_seconds']:>8.0f} {p['giou']:>7.4f} {p['ciou']:>7.4f}")
     measured = {"teacher gIoU": teacher["giou"], "teacher cIoU": teacher["ciou"], "generate gIoU": gen["giou"],

@@ -53,10 +53,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     semantic = Path(args.data) / SEMANTIC_SET
-    if not (semantic / "config_v2.0.json").is_file() or not (semantic / "training/v2.0/instances").is_dir():
+    has_instances = (semantic / "training" / "v2.0" / "instances").is_dir()
+    if not (semantic / "config_v2.0.json").is_file() or (args.area and not has_instances):
         write_semantic_shapes(args.data, args.semantic, args.seed)
     tok = build_demo_tokenizer(args.data, args.out + ".tok")
-    model = build_demo_model(tok, seed=args.seed, importance=demo_importance(tok, args.data), open_channels=args.open)
+    model = build_demo_model(tok, seed=args.seed, importance=demo_importance(tok, args.data),
+                             open_channels=args.open)
     summary = pretrain_sam_encoder(model, args.data, args.steps, open_channels=args.open, batch_size=args.batch,
                                    lr=args.lr, hold=args.hold, area=args.area, seed=args.seed)
     print(f"{summary['steps']} steps in {summary['seconds']:.0f} s; over the last 10% of steps kind pixel "

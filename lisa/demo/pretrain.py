@@ -37,10 +37,9 @@ from ..data.masks import IGNORE_LABEL
 from ..data.sem_seg import sem_seg_source
 from ..preprocess import sam_preprocess
 from .init import FIXED
-from .semantic import INSTANCE_BASE, instance_path
+from .semantic import INSTANCE_BASE, SEMANTIC_SET, instance_path
 
 UPSCALE = 4  # SAM's mask decoder draws masks at 4x its token grid
-SEMANTIC_SET = "mapillary"  # the format lisa.demo.semantic writes the kind maps in
 
 
 def read_instances(label_path) -> np.ndarray:
@@ -55,7 +54,7 @@ def read_instances(label_path) -> np.ndarray:
 
 def log_area_map(instances: np.ndarray, label: np.ndarray) -> np.ndarray:
     """Each shape pixel's log(area of its shape / image area); 0 off the shapes."""
-    ids, inverse, counts = np.unique(instances, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(instances, return_inverse=True, return_counts=True)
     out = np.log(counts / instances.size)[inverse.reshape(instances.shape)].astype(np.float32)
     out[label == IGNORE_LABEL] = 0.0
     return out
@@ -72,18 +71,21 @@ def _grid_centres(array: np.ndarray, size: tuple[int, int], image_size: int, gri
     return canvas[stride // 2::stride, stride // 2::stride][:grid, :grid]
 
 
-def shape_targets(source, i: int, image_size: int, grid: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def shape_targets(source, i: int, image_size: int, grid: int, with_area: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """SAM's input pixels of image ``i`` of ``source``, and at each low-resolution mask pixel the
-    kind (class index; ``IGNORE_LABEL`` off the shapes) and the log relative area of its shape."""
+    kind (class index; ``IGNORE_LABEL`` off the shapes) and, ``with_area``, the log relative area
+    of its shape (``None`` without: the instance map is then not read)."""
     image_path, label_path = source.pairs[i]
     image = read_rgb(image_path)
     label = source.label(i, image.shape[:2])
-    area = log_area_map(read_instances(label_path), label)
     sam = sam_preprocess(image, image_size)
     kind = _grid_centres(label.astype(np.uint8), sam.resize, image_size, grid, IGNORE_LABEL)
-    area = _grid_centres(area, sam.resize, image_size, grid, 0.0)
-    return sam.pixels, torch.from_numpy(kind.astype(np.int64)), torch.from_numpy(area.copy())
+    area = None
+    if with_area:
+        area_map = log_area_map(read_instances(label_path), label)
+        area = torch.from_numpy(_grid_centres(area_map, sam.resize, image_size, grid, 0.0).copy())
+    return sam.pixels, torch.from_numpy(kind.astype(np.int64)), area
 
 
 def area_statistics(source) -> tuple[float, float]:
@@ -140,13 +142,14 @@ def pretrain_sam_encoder(model, dataset_dir, steps: int, *, open_channels: int, 
     t0 = time.perf_counter()
     for step in tqdm(range(steps), desc="pretrain SAM encoder", unit="step", disable=not progress):
         idx = rng.integers(len(source), size=batch_size)
-        pixels, target, log_area = (torch.stack(t) for t in
-                                    zip(*(shape_targets(source, int(i), image_size, grid) for i in idx)))
+        pixels, targets, areas = zip(*(shape_targets(source, int(i), image_size, grid, bool(area)) for i in idx))
+        pixels, target = torch.stack(pixels), torch.stack(targets)
         features = encoder(pixels).last_hidden_state
         out = F.pixel_shuffle(head(features[:, FIXED:FIXED + open_channels]), UPSCALE)
         logits, shape = out[:, :n_classes], target != IGNORE_LABEL
         loss = F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL)
         if area:
+            log_area = torch.stack(areas)
             area_loss = F.mse_loss(out[:, n_classes][shape], (log_area[shape] - area_mean) / area_std)
             loss = loss + area * area_loss
         if reference is not None:

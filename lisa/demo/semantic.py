@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 SEMANTIC_STREAM = 8  # a generator stream of lisa.data.synth that no other set uses
+SEMANTIC_SET = "mapillary"  # the sem_seg_data name (and folder) the kind maps are written as
 PALETTE = {"circle": (220, 120, 40), "square": (40, 120, 220), "triangle": (60, 180, 90)}
 UNLABELED = ("void--unlabeled", "Unlabeled", (0, 0, 0))
 INSTANCE_BASE = 256  # instance map value = label index * 256 + instance number (Mapillary's encoding)
@@ -51,7 +52,7 @@ def write_semantic_shapes(root, n_images: int, seed: int, progress: bool = True)
 
     if n_images < 0:
         raise ValueError(f"n_images must be >= 0, got {n_images}")
-    base = Path(root) / "mapillary"
+    base = Path(root) / SEMANTIC_SET
     image_dir, label_dir = base / "training" / "images", base / "training" / "v2.0" / "labels"
     instance_dir = instance_path(label_dir / "x.png").parent
     names = [f"shapes_{i:06d}" for i in range(n_images)]
@@ -81,4 +82,4 @@ def write_semantic_shapes(root, n_images: int, seed: int, progress: bool = True)
         png = Image.fromarray(label)  # mode L; putpalette makes it P with the same indices
         png.putpalette(palette)
         png.save(label_dir / f"{name}.png")
-    return {"images": n_images, "classes": list(SHAPES), "pixels": pixels, "sem_seg_data": "mapillary"}
+    return {"images": n_images, "classes": list(SHAPES), "pixels": pixels, "sem_seg_data": SEMANTIC_SET}
