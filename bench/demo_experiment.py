@@ -143,6 +143,9 @@ def main(argv=None):
                     help="multiply the mask decoder's q/k projection weights by this at init (sharper attention)")
     ap.add_argument("--open", type=int, default=OPEN_CHANNELS,
                     help="encoder channels copied through the decoder's upscaling at init (lisa.demo.init)")
+    ap.add_argument("--encoder_from", type=int, default=0,
+                    help="train only the SAM encoder's layers from this index on (and its neck)")
+    ap.add_argument("--train_embed", type=int, default=1, help="0: keep the LLM's token embeddings frozen too")
     ap.add_argument("--sam_init", default="", help="a state dict for sam or sam.vision_encoder (bench/sam_pretrain.py)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -178,6 +181,12 @@ def main(argv=None):
         if name.startswith("mm_projector") and args.freeze_projector:
             p.requires_grad = False
         if name.startswith("sam.vision_encoder") and not args.train_sam_encoder:
+            p.requires_grad = False
+        if (args.encoder_from and name.startswith("sam.vision_encoder") and not name.startswith("sam.vision_encoder.neck")
+                and not any(name.startswith(f"sam.vision_encoder.layers.{i}.")
+                            for i in range(args.encoder_from, sizes["sam"]["num_hidden_layers"]))):
+            p.requires_grad = False
+        if "embed_tokens" in name and not args.train_embed:
             p.requires_grad = False
         if args.freeze_llm and name.startswith("llm.model.") and "embed_tokens" not in name and not (
                 args.freeze_llm == 2 and ("q_proj" in name or "v_proj" in name)):

@@ -86,12 +86,6 @@ class LisaForSegmentation(nn.Module):
         low_res = self.prompter.decode(image_embedding, seg_embeds)
         return postprocess_masks(low_res, resize, original_size, self.config.sam_image_size)
 
-    def seg_path_anchor(self, image_embedding: torch.Tensor) -> torch.Tensor:
-        """0 x a pass of a zero prompt through the [SEG] head and SAM's mask decoder (see forward)."""
-        first = self.text_hidden_fcs[0][0]
-        emb = self.seg_embeddings(image_embedding.new_zeros((1, first.in_features)))
-        return self.prompter.decode(image_embedding, emb).float().sum() * 0.0
-
     def image_features_for_rows(self, input_ids: torch.Tensor, clip_feats: torch.Tensor,
                                 row_image: torch.Tensor) -> list[torch.Tensor]:
         """Features for every image token, in row-major order: a row's tokens use the row's image."""
@@ -128,16 +122,15 @@ class LisaForSegmentation(nn.Module):
             raise ValueError(f"offset {offset.tolist()} describes {row_image.numel()} conversations "
                              f"but input_ids has {input_ids.shape[0]} rows")
         clip_feats = self.encode_clip(images_clip)
-        need_logits = not inference
-        spliced, hidden, logits = self.run_llm(input_ids, clip_feats, row_image, attention_mask,
-                                               labels if not inference else None, need_logits)
+        spliced, hidden, _ = self.run_llm(input_ids, clip_feats, row_image, attention_mask,
+                                          labels if not inference else None, need_logits=False)
         result: dict = {}
         if not inference and labels is not None:
-            shift_logits = logits[:, :-1].float()
+            # logits only where a label is (the answers): the loss is the same as over every position
             shift_labels = spliced.labels[:, 1:]
-            ce = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                                 ignore_index=IGNORE_INDEX)
-            result["ce_loss"] = ce * self.config.ce_loss_weight
+            labelled = shift_labels != IGNORE_INDEX
+            logits = self.lm_head(hidden[:, :-1][labelled]).float()
+            result["ce_loss"] = F.cross_entropy(logits, shift_labels[labelled]) * self.config.ce_loss_weight
         if not self.config.has_seg_head:
             result["loss"] = result.get("ce_loss")
             return result
@@ -147,24 +140,32 @@ class LisaForSegmentation(nn.Module):
         positions = seg_hidden_positions(input_ids, spliced.span_end, self.seg_token_id)
         per_row = [hidden[n, pos] for n, pos in enumerate(positions)]
         sam_embeddings = self.encode_sam(images)
-        pred_masks, counts = [], []
+        # Every image's [SEG] states go through the [SEG] head and SAM's mask decoder in one call each.
+        # In training an image without [SEG] (VQA, text-only answers) adds one zero prompt whose masks
+        # count times 0: the calls and the parameters that get gradients are then the same whatever
+        # the data (ZeRO-3 gathers parameters per module call and reduces gradients per parameter, in
+        # step across processes).
+        counts = [sum(per_row[n].shape[0] for n in range(int(offset[b]), int(offset[b + 1])))
+                  for b in range(n_images)]
+        anchors = [] if inference else [b for b in range(n_images) if counts[b] == 0]
+        rows = per_row + [hidden.new_zeros((len(anchors), hidden.shape[-1]))]
+        image_index = torch.cat([torch.repeat_interleave(torch.arange(n_images), torch.tensor(counts)),
+                                 torch.tensor(anchors, dtype=torch.long)])
+        n_seg = sum(counts)
+        low_res = [None] * n_images
         unused = hidden.new_zeros(())
+        if image_index.numel():
+            decoded = self.prompter.decode_many(sam_embeddings, self.seg_embeddings(torch.cat(rows, 0)), image_index)
+            low_res = decoded[:n_seg].split(counts)
+            unused = decoded[n_seg:].float().sum() * 0.0
+        pred_masks = []
         for b in range(n_images):
-            rows = range(int(offset[b]), int(offset[b + 1]))
-            h = torch.cat([per_row[n] for n in rows], 0) if len(rows) else hidden.new_zeros((0, hidden.shape[-1]))
             size = tuple(label_list[b].shape[-2:]) if label_list is not None else tuple(masks_list[b].shape[-2:])
-            if h.shape[0] == 0 and not inference:
-                # No [SEG] for this image (VQA, text-only answers): the [SEG] head and the mask decoder
-                # still run once, on a zero prompt and times 0, so that every image makes the same module
-                # calls and every parameter gets a gradient whatever the data (ZeRO-3 gathers parameters
-                # per module call and reduces gradients per parameter, in step across processes).
-                unused = unused + self.seg_path_anchor(sam_embeddings[b:b + 1])
+            if counts[b] == 0:
                 pred_masks.append(hidden.new_zeros((0, *size)))
-                counts.append(0)
-                continue
-            emb = self.seg_embeddings(h)
-            pred_masks.append(self.decode_masks(sam_embeddings[b:b + 1], emb, tuple(resize_list[b]), size))
-            counts.append(emb.shape[0])
+            else:
+                pred_masks.append(postprocess_masks(low_res[b], tuple(resize_list[b]), size,
+                                                    self.config.sam_image_size))
         if inference:
             return {"pred_masks": pred_masks, "gt_masks": masks_list, "seg_counts": counts}
 

@@ -102,18 +102,35 @@ class SamPrompter:
         if k == 0:
             s = image_embedding.shape[-1] * 4
             return image_embedding.new_zeros((0, 1, s, s))
+        return self._decode(image_embedding, text_embeds[None, :, None, :])
+
+    def decode_many(self, image_embeddings: torch.Tensor, text_embeds: torch.Tensor,
+                    image_index: torch.Tensor) -> torch.Tensor:
+        """Embeddings of several images [B, C, h, w] and k prompt vectors [k, C], prompt j for image
+        ``image_index[j]`` -> mask logits [k, 1, s, s], in one mask-decoder call (the decoder runs once
+        per prompt either way; one call saves its per-call overhead, a third of its time on a CPU for
+        small models). Prompts of a single image take the same path as :meth:`decode`."""
+        index = torch.as_tensor(image_index, dtype=torch.long, device=image_embeddings.device)
+        if text_embeds.shape[0] != index.numel():
+            raise ValueError(f"{text_embeds.shape[0]} prompts but {index.numel()} image indices")
+        if index.numel() == 0 or bool((index == index[0]).all()):
+            first = int(index[0]) if index.numel() else 0
+            return self.decode(image_embeddings[first:first + 1], text_embeds)
+        return self._decode(image_embeddings.index_select(0, index), text_embeds[:, None, None, :])
+
+    def _decode(self, image_embeddings: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """[B, C, h, w] image embeddings and [B, P, 1, C] prompts -> mask logits [B * P, 1, s, s]."""
         dtype = self.sam.mask_decoder.iou_token.weight.dtype
         enc = self.sam.prompt_encoder
-        h, w = image_embedding.shape[-2:]
-        sparse = text_embeds.to(dtype)[None, :, None, :]  # [1, k, 1, C]
+        n, _, h, w = image_embeddings.shape
         # through the module (not .weight) so that ZeRO-3 gathers the partitioned parameter
-        no_mask = enc.no_mask_embed(torch.zeros(1, dtype=torch.long, device=image_embedding.device))
-        dense = no_mask.reshape(1, -1, 1, 1).expand(1, -1, h, w)
+        no_mask = enc.no_mask_embed(torch.zeros(1, dtype=torch.long, device=image_embeddings.device))
+        dense = no_mask.reshape(1, -1, 1, 1).expand(n, -1, h, w)
         masks, _ = self.sam.mask_decoder(
-            image_embeddings=image_embedding.to(dtype),
+            image_embeddings=image_embeddings.to(dtype),
             image_positional_embeddings=self.image_pe().to(dtype),
-            sparse_prompt_embeddings=sparse,
+            sparse_prompt_embeddings=sparse.to(dtype),
             dense_prompt_embeddings=dense.to(dtype),
             multimask_output=False,
         )
-        return masks.reshape(k, 1, masks.shape[-2], masks.shape[-1])
+        return masks.reshape(-1, 1, masks.shape[-2], masks.shape[-1])
