@@ -169,8 +169,9 @@ def main(argv=None):
                              open_channels=args.open)
     if args.sam_init:  # SAM's state dict (bench/sam_pretrain.py) or its encoder's
         state = torch.load(args.sam_init, weights_only=True)
-        target = model.sam if any(k.startswith("vision_encoder.") for k in state) else model.sam.vision_encoder
-        target.load_state_dict(state)
+        if any(k.startswith("vision_encoder.") for k in state):  # SAM's: only its encoder was pretrained
+            state = {k.removeprefix("vision_encoder."): v for k, v in state.items() if k.startswith("vision_encoder.")}
+        model.sam.vision_encoder.load_state_dict(state)
     cfg = model.config
     cfg.ce_loss_weight = args.ce_weight
     n_tokens = cfg.num_image_tokens

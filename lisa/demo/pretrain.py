@@ -17,7 +17,8 @@ shape" 0.5). This stage teaches both on the kind maps of :mod:`lisa.demo.semanti
 
 Measured (bench/sam_pretrain.py, bench/demo_experiment.py; issue #5 notes): after 900 steps 0.97 of
 the shape pixels' kinds right and the area within 0.13 standard deviations (mean squared). LISA
-training then has to keep the encoder at a tenth of the learning rate, or it forgets the kind.
+training then trains only the encoder's last layer and neck, at 0.3x its learning rate: with the
+whole encoder at the full rate it forgets the kind (lisa/demo/recipe.py).
 """
 
 from __future__ import annotations
