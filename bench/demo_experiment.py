@@ -183,9 +183,9 @@ def main(argv=None):
             p.requires_grad = False
         if name.startswith("sam.vision_encoder") and not args.train_sam_encoder:
             p.requires_grad = False
-        if (args.encoder_from and name.startswith("sam.vision_encoder") and not name.startswith("sam.vision_encoder.neck")
-                and not any(name.startswith(f"sam.vision_encoder.layers.{i}.")
-                            for i in range(args.encoder_from, sizes["sam"]["num_hidden_layers"]))):
+        top_layers = range(args.encoder_from, sizes["sam"]["num_hidden_layers"])
+        trained_top = ("sam.vision_encoder.neck", *(f"sam.vision_encoder.layers.{i}." for i in top_layers))
+        if args.encoder_from and name.startswith("sam.vision_encoder") and not name.startswith(trained_top):
             p.requires_grad = False
         if "embed_tokens" in name and not args.train_embed:
             p.requires_grad = False
