@@ -175,6 +175,8 @@ def main(argv=None):
     cfg = model.config
     cfg.ce_loss_weight = args.ce_weight
     n_tokens = cfg.num_image_tokens
+    top_layers = range(args.encoder_from, sizes["sam"]["num_hidden_layers"])
+    trained_top = ("sam.vision_encoder.neck", *(f"sam.vision_encoder.layers.{i}." for i in top_layers))
     for name, p in model.named_parameters():
         p.requires_grad = "positional_embedding" not in name
         if name.startswith("vision_tower") and not args.train_clip:
@@ -183,8 +185,6 @@ def main(argv=None):
             p.requires_grad = False
         if name.startswith("sam.vision_encoder") and not args.train_sam_encoder:
             p.requires_grad = False
-        top_layers = range(args.encoder_from, sizes["sam"]["num_hidden_layers"])
-        trained_top = ("sam.vision_encoder.neck", *(f"sam.vision_encoder.layers.{i}." for i in top_layers))
         if args.encoder_from and name.startswith("sam.vision_encoder") and not name.startswith(trained_top):
             p.requires_grad = False
         if "embed_tokens" in name and not args.train_embed:

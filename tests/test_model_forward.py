@@ -7,37 +7,31 @@ import torch
 import torch.nn.functional as F
 
 from lisa.constants import IGNORE_INDEX
+from lisa.data.collate import collate
+from lisa.data.templates import build_conversation
 from lisa.model.splice import seg_hidden_positions
 from lisa.preprocess import clip_preprocess, sam_preprocess
-from lisa.tokenization import tokenizer_image_token
 
-PROMPT = "USER: <im_start><image><im_end>\n{q} ASSISTANT: {a}</s>"
+BATCH_KEYS = ("images", "images_clip", "input_ids", "labels", "attention_mask", "offset", "masks_list",
+              "label_list", "resize_list")
 
 
 def _batch(model, tok, images, conversations):
-    """``conversations[i]``: (question, answer) pairs about ``images[i]``; one row per pair."""
-    rows, labels, offset = [], [], [0]
-    for convs in conversations:
-        for q, a in convs:
-            ids = tokenizer_image_token(PROMPT.format(q=q, a=a), tok)
-            answer_from = len(tokenizer_image_token(PROMPT.format(q=q, a="").removesuffix("</s>"), tok))
-            rows.append(ids)
-            labels.append([IGNORE_INDEX] * answer_from + ids[answer_from:])
-        offset.append(offset[-1] + len(convs))
-    width = max(map(len, rows))
-    input_ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
-    attention_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.bool)
-    label_ids = torch.tensor([r + [IGNORE_INDEX] * (width - len(r)) for r in labels])
-    size = model.config.sam_image_size
-    sam = [sam_preprocess(im, size) for im in images]
-    n_seg = [sum(a.count("[SEG]") for _, a in convs) for convs in conversations]
-    return dict(
-        images=torch.stack([s.pixels for s in sam]),
-        images_clip=torch.stack([clip_preprocess(im, model.config.clip_image_size) for im in images]),
-        input_ids=input_ids, labels=label_ids, attention_mask=attention_mask, offset=torch.tensor(offset),
-        masks_list=[torch.zeros((n, *im.shape[:2])) for n, im in zip(n_seg, images)],
-        label_list=[torch.zeros(im.shape[:2]) for im in images],
-        resize_list=[s.resize for s in sam])
+    """``conversations[i]``: (question, answer) pairs about ``images[i]``; one row per pair, collated
+    as the training data loader does."""
+    items = []
+    for image, convs in zip(images, conversations):
+        sam = sam_preprocess(image, model.config.sam_image_size)
+        n_seg = sum(a.count("[SEG]") for _, a in convs)
+        items.append({"image_path": "img.png", "images": sam.pixels,
+                      "images_clip": clip_preprocess(image, model.config.clip_image_size),
+                      "conversations": [build_conversation([("<image>\n" + q, a)]) for q, a in convs],
+                      "masks": torch.zeros((n_seg, *image.shape[:2])), "label": torch.zeros(image.shape[:2]),
+                      "resize": sam.resize, "questions": [q for q, _ in convs],
+                      "sampled_classes": [q for q, _ in convs], "inference": False})
+    batch = collate(items, tok, use_mm_start_end=model.config.mm_use_im_start_end,
+                    num_image_tokens=model.config.num_image_tokens)
+    return {k: batch[k] for k in BATCH_KEYS}
 
 
 def _images():
