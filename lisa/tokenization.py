@@ -91,6 +91,9 @@ class _Rules:
         with_special = backend.encode("x", add_special_tokens=True).ids
         without = backend.encode("x", add_special_tokens=False).ids
         self.adds_bos = self.bos_id is not None and with_special[:1] == [self.bos_id] != without[:1]
+        # (text, add_bos) -> ids: training re-encodes the same system prompt and templated
+        # questions many times per batch (collation tokenizes each conversation three times)
+        self.encoded: dict[tuple[str, bool], tuple[int, ...]] = {}
 
     def encode_chunk(self, text: str) -> list[int]:
         if self.sentencepiece_like:
@@ -117,11 +120,21 @@ def _rules(tokenizer) -> _Rules:
     return rules
 
 
+_ENCODED_CACHE_SIZE = 1 << 16
+
+
 def encode(tokenizer, text: str, add_bos: bool = True) -> list[int]:
     """Ids as transformers 4.31's slow LlamaTokenizer gives them (``tokenizer(text).input_ids``)."""
     if not isinstance(text, str):
         raise TypeError(f"encode expects a str, got {type(text).__name__}")
-    rules = _rules(tokenizer)
+    return _encode(_rules(tokenizer), text, add_bos)
+
+
+def _encode(rules: _Rules, text: str, add_bos: bool) -> list[int]:
+    key = (text, bool(add_bos))
+    cached = rules.encoded.get(key)
+    if cached is not None:
+        return list(cached)
     parts = rules.split_re.split(text) if rules.split_re is not None else [text]
     # re.split with one group alternates text, token, text, ...: odd indices are tokens.
     for i in range(1, len(parts), 2):
@@ -140,6 +153,9 @@ def encode(tokenizer, text: str, add_bos: bool = True) -> list[int]:
             ids.append(rules.ids[part])
         else:
             ids.extend(rules.encode_chunk(part))
+    if len(rules.encoded) >= _ENCODED_CACHE_SIZE:
+        rules.encoded.clear()
+    rules.encoded[key] = tuple(ids)
     return ids
 
 
@@ -148,10 +164,13 @@ def tokenizer_image_token(prompt: str, tokenizer, image_token_index: int = IMAGE
 
     Each ``<image>``-separated chunk is encoded separately with BOS; only the first chunk keeps its BOS.
     """
-    chunks = [encode(tokenizer, chunk, add_bos=True) for chunk in prompt.split(IMAGE_TOKEN)]
+    if not isinstance(prompt, str):
+        raise TypeError(f"tokenizer_image_token expects a str, got {type(prompt).__name__}")
+    rules = _rules(tokenizer)
+    chunks = [_encode(rules, chunk, True) for chunk in prompt.split(IMAGE_TOKEN)]
     ids: list[int] = []
     offset = 0
-    if chunks and chunks[0] and chunks[0][0] == tokenizer.bos_token_id:
+    if chunks and chunks[0] and chunks[0][0] == rules.bos_id:
         offset = 1
         ids.append(chunks[0][0])
     for i, chunk in enumerate(chunks):
