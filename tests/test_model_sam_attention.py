@@ -43,3 +43,32 @@ def test_state_dict_keys_unchanged():
     sam = _sam()
     plain = SamModel(sam.config)
     assert sam.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_contiguous_upscaling_keeps_the_decoder_output_and_gradients():
+    from lisa.model.sam import SamPrompter
+    from lisa.model.sam_upscaling import remove_contiguous_upscaling, use_contiguous_upscaling
+
+    sam = _sam()
+    dec = sam.mask_decoder
+    seen = []
+    dec.upscale_conv2.register_forward_hook(lambda m, i, o: seen.append(i[0].is_contiguous()))
+    emb = torch.randn(3, 32, 8, 8)
+    prompts = torch.randn(5, 32, requires_grad=True)
+    index = torch.tensor([0, 0, 1, 2, 2])
+
+    def run():
+        sam.zero_grad(set_to_none=True)
+        out = SamPrompter(sam).decode_many(emb, prompts, index)
+        (g_prompts,) = torch.autograd.grad(out.square().sum(), prompts)
+        return out, g_prompts
+
+    ours, g_ours = run()
+    assert seen == [True]  # the layer norm's output reached the convolution contiguous
+    remove_contiguous_upscaling(sam)
+    ref, g_ref = run()
+    assert seen == [True, False]  # transformers' own layout is the channels-last one
+    assert torch.allclose(ours, ref, atol=1e-6) and torch.allclose(g_ours, g_ref, atol=1e-6, rtol=1e-4)
+    use_contiguous_upscaling(sam)
+    use_contiguous_upscaling(sam)  # once per decoder
+    assert len(dec.upscale_conv2._forward_hooks) == 2  # the test's hook and one of ours

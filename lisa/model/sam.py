@@ -12,6 +12,7 @@ import torch
 from transformers import SamConfig, SamModel
 
 from .sam_attention import use_banded_attention
+from .sam_upscaling import use_contiguous_upscaling
 
 # ViT image encoders of the official checkpoints (sam_vit_{b,l,h}_*.pth).
 SAM_PRESETS: dict[str, dict[str, Any]] = {
@@ -60,6 +61,7 @@ def build_sam(config: SamConfig | dict[str, Any]) -> SamModel:
         config = sam_config_from_dict(config)
     sam = SamModel(config)
     use_banded_attention(sam)
+    use_contiguous_upscaling(sam)
     return sam
 
 
