@@ -91,9 +91,6 @@ class _Rules:
         with_special = backend.encode("x", add_special_tokens=True).ids
         without = backend.encode("x", add_special_tokens=False).ids
         self.adds_bos = self.bos_id is not None and with_special[:1] == [self.bos_id] != without[:1]
-        # (text, add_bos) -> ids: training re-encodes the same system prompt and templated
-        # questions many times per batch (collation tokenizes each conversation three times)
-        self.encoded: dict[tuple[str, bool], tuple[int, ...]] = {}
 
     def encode_chunk(self, text: str) -> list[int]:
         if self.sentencepiece_like:
@@ -120,9 +117,6 @@ def _rules(tokenizer) -> _Rules:
     return rules
 
 
-_ENCODED_CACHE_SIZE = 1 << 16
-
-
 def encode(tokenizer, text: str, add_bos: bool = True) -> list[int]:
     """Ids as transformers 4.31's slow LlamaTokenizer gives them (``tokenizer(text).input_ids``)."""
     if not isinstance(text, str):
@@ -131,10 +125,6 @@ def encode(tokenizer, text: str, add_bos: bool = True) -> list[int]:
 
 
 def _encode(rules: _Rules, text: str, add_bos: bool) -> list[int]:
-    key = (text, bool(add_bos))
-    cached = rules.encoded.get(key)
-    if cached is not None:
-        return list(cached)
     parts = rules.split_re.split(text) if rules.split_re is not None else [text]
     # re.split with one group alternates text, token, text, ...: odd indices are tokens.
     for i in range(1, len(parts), 2):
@@ -153,9 +143,6 @@ def _encode(rules: _Rules, text: str, add_bos: bool) -> list[int]:
             ids.append(rules.ids[part])
         else:
             ids.extend(rules.encode_chunk(part))
-    if len(rules.encoded) >= _ENCODED_CACHE_SIZE:
-        rules.encoded.clear()
-    rules.encoded[key] = tuple(ids)
     return ids
 
 
