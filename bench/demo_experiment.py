@@ -123,6 +123,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", default="/tmp/demo_exp_model.pt")
     ap.add_argument("--ce_weight", type=float, default=1.0)
+    ap.add_argument("--dice_weight", type=float, default=0.5, help="the mask loss's dice weight (LISA: 0.5)")
+    ap.add_argument("--bce_weight", type=float, default=2.0, help="the mask loss's BCE weight (LISA: 2.0)")
     ap.add_argument("--init_range", type=float, default=0.02)
     ap.add_argument("--freeze_llm", type=int, default=1, help="1: body frozen (embeddings train); 2: also q/v train")
     ap.add_argument("--mix", default="reason_seg||refer_seg",
@@ -174,6 +176,7 @@ def main(argv=None):
         model.sam.vision_encoder.load_state_dict(state)
     cfg = model.config
     cfg.ce_loss_weight = args.ce_weight
+    cfg.dice_loss_weight, cfg.bce_loss_weight = args.dice_weight, args.bce_weight
     n_tokens = cfg.num_image_tokens
     top_layers = range(args.encoder_from, sizes["sam"]["num_hidden_layers"])
     trained_top = ("sam.vision_encoder.neck", *(f"sam.vision_encoder.layers.{i}." for i in top_layers))

@@ -63,7 +63,8 @@ def build_base(base_dir: Path, data_dir: Path, recipe: DemoRecipe, progress: boo
     tokenizer = build_demo_tokenizer(data_dir, tok_dir)
     model = build_demo_model(tokenizer, seed=recipe.seed, importance=demo_importance(tokenizer, data_dir),
                              open_channels=OPEN_CHANNELS)
-    summary = pretrain_sam_encoder(model, data_dir, recipe.sam_pretrain_steps, open_channels=OPEN_CHANNELS,
+    summary = pretrain_sam_encoder(model, data_dir, recipe.sam_pretrain_steps, lr=recipe.sam_pretrain_lr,
+                                   open_channels=OPEN_CHANNELS,
                                    hold=recipe.sam_pretrain_hold, area=recipe.sam_pretrain_area,
                                    seed=recipe.seed, progress=progress)
     save_pretrained(model, tokenizer, base_dir, format="native", progress=False)
