@@ -38,7 +38,7 @@ class DemoRecipe:
     sam_pretrain_lr: float = 2e-3
     sam_pretrain_hold: float = 10.0  # weight of the pull keeping the encoder's colour channels
     sam_pretrain_area: float = 0.3  # weight of the shape-area target beside the kind
-    # optimizer steps, about 0.43 s each at 2 threads, data loading included (1000 steps end at gIoU
+    # optimizer steps, 0.38-0.43 s each at 2 threads, data loading included (1000 steps end at gIoU
     # 0.836 to 0.855: small changes of float rounding move it that much)
     steps: int = 1100
     batch_size: int = 8  # images per step
