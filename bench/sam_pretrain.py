@@ -20,8 +20,9 @@ How the demo's recipe was chosen (issue #5 notes, 1 thread unless said):
   steps); at 0.1x the LR 0.836 / cIoU 0.828, kind questions 0.84, smallest shape 0.50.
 - ``--area 1 --steps 700``: kind 0.59, area MSE 0.10 SD; LISA at 0.1x: 0.849 / 0.839, largest shape
   0.91 (from 0.72), smallest 0.72, kind questions 0.58.
-- ``--area 0.3 --steps 900`` (the demo's until session 9): kind 0.97, area MSE 0.13 SD; LISA at 0.1x, 800 steps:
-  0.816 / 0.816 (frozen instead: 0.762); the whole demo (bench/demo.py, 1300 steps) 0.881 / 0.899.
+- ``--area 0.3 --steps 900`` (the demo's until session 9): kind 0.97, area MSE 0.13 SD; LISA at
+  0.1x, 800 steps: 0.816 / 0.816 (frozen instead: 0.762); the whole demo (bench/demo.py, 1300
+  steps) 0.881 / 0.899.
 - the same, LISA for 1000 steps: whole encoder at 0.1x 0.847 / 0.855; only its last layer and
   neck (``--encoder_from 3``, 18% cheaper steps) at 0.1x 0.851 / 0.870, at 0.3x 0.861 / 0.878 (the
   demo's recipe), at 1x 0.790 / 0.768; at 0.3x for 900 steps 0.837 / 0.834; with the token
