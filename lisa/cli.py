@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "app": ("lisa.app.cli", "main", "gradio web demo"),
     "serve": ("lisa.serve.cli", "main", "HTTP API (FastAPI)"),
     "demo": ("lisa.demo.cli", "main", "train and run the embedded shapes demo end to end"),
+    "map": ("lisa.map.cli", "main", "vectorized HD-map detection: synth, gt-cache, eval, show, train, ..."),
 }
 
 
