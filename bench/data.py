@@ -6,7 +6,7 @@
 Each run iterates a fresh DataLoader (worker start-up included) over ``--samples`` items of the
 default mixture (``sem_seg||refer_seg||vqa||reason_seg`` at 9,3,3,1) with the real collation
 (tokenization and label masking). The median over ``--runs`` is printed, with the range.
-Without ``--dataset_dir`` the fixture tree of ``lisa.data.fixtures`` is written to a temporary folder
+Without ``--dataset_dir`` the fixture tree of ``tests/helpers/fixtures.py`` is written to a temporary folder
 (images are tiny, so this mostly measures the fixed per-sample cost: SAM/CLIP resizing and
 normalisation, mask decoding, prompt building, tokenization).
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,10 +24,12 @@ import torch
 
 from lisa.data import build_train_dataset, worker_init_fn
 from lisa.data.collate import make_collate_fn
-from lisa.data.fixtures import write_fixture_tree
 from lisa.tokenization import add_lisa_tokens, load_tokenizer, train_llama_style_tokenizer
 
 ORACLE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tokenizer_oracle" / "lisa7b_like"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' fixture tree writer
+
+from helpers.fixtures import write_fixture_tree  # noqa: E402
 
 
 def tokenizer(path: str | None, tmp: str):

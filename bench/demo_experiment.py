@@ -2,7 +2,7 @@
 
     python bench/demo_experiment.py --data demo_out/data --steps 600 --eval_every 200
 
-The defaults are the demo's recipe (lisa/demo/recipe.py, lisa/demo/model.py); flags change one
+The defaults are the demo's recipe (lisa/demo/recipe.py, lisa/demo/tiny_model.py); flags change one
 part at a time. ``--oracle 1`` replaces the LLM by an ideal bag of content words (an upper bound for
 what SAM can learn in the budget).
 
@@ -24,9 +24,16 @@ import torch
 from lisa.data.collate import collate
 from lisa.data.reason_seg import ReasonSegDataset
 from lisa.data.validation import ValDataset
-from lisa.demo.model import (DEMO_SIZES, IDF_SHARPNESS, OPEN_CHANNELS, PROMPT_GAIN, QK_GAIN, build_demo_model,
-                             build_demo_tokenizer)
 from lisa.demo.recipe import DemoRecipe
+from lisa.demo.tiny_model import (
+    DEMO_SIZES,
+    IDF_SHARPNESS,
+    OPEN_CHANNELS,
+    PROMPT_GAIN,
+    QK_GAIN,
+    build_demo_model,
+    build_demo_tokenizer,
+)
 from lisa.evaluation.metrics import IGNORE, intersection_union, mask_iou
 
 RECIPE = DemoRecipe()
@@ -62,7 +69,7 @@ def evaluate(model, tokenizer, val, n_tokens, batch=8, limit=None, families=None
 def question_family(data_seed: int, index: int) -> str:
     """The val question's family; "{colour} {shape}" questions whose colour alone is ambiguous
     (another shape of that colour: only the kind tells) are "colour_shape_kind"."""
-    from lisa.data.synth import _reason_seg_sample
+    from lisa.demo.shapes import _reason_seg_sample
 
     _, shapes, record, family = _reason_seg_sample(data_seed, "val", index)
     if family == "colour_shape":
@@ -128,7 +135,8 @@ def main(argv=None):
     ap.add_argument("--init_range", type=float, default=0.02)
     ap.add_argument("--freeze_llm", type=int, default=1, help="1: body frozen (embeddings train); 2: also q/v train")
     ap.add_argument("--mix", default="reason_seg||refer_seg",
-                    help='e.g. "reason_seg||refer_seg"; sem_seg reads the kind maps of lisa.demo.semantic (mapillary; '
+                    help='e.g. "reason_seg||refer_seg"; sem_seg reads the kind maps of '
+                    'lisa.demo.semantic_shapes (mapillary; '
                     "write them with bench/sam_pretrain.py --steps 0 or write_semantic_shapes)")
     ap.add_argument("--rates", default="1,1")
     ap.add_argument("--whiten", type=float, default=0.0, help="whiten the [SEG] head (variance floor)")
@@ -144,7 +152,7 @@ def main(argv=None):
     ap.add_argument("--qk_gain", type=float, default=QK_GAIN,
                     help="multiply the mask decoder's q/k projection weights by this at init (sharper attention)")
     ap.add_argument("--open", type=int, default=OPEN_CHANNELS,
-                    help="encoder channels copied through the decoder's upscaling at init (lisa.demo.init)")
+                    help="encoder channels copied through the decoder's upscaling at init (lisa.demo.init_weights)")
     ap.add_argument("--encoder_from", type=int, default=0,
                     help="train only the SAM encoder's layers from this index on (and its neck)")
     ap.add_argument("--train_embed", type=int, default=1, help="0: keep the LLM's token embeddings frozen too")
@@ -162,8 +170,8 @@ def main(argv=None):
     tok = build_demo_tokenizer(args.data, args.save + ".tok", sizes["vocab"])
     importance = None
     if args.idf:
-        from lisa.demo.init import token_importance
-        from lisa.demo.model import data_texts, template_texts
+        from lisa.demo.init_weights import token_importance
+        from lisa.demo.tiny_model import data_texts, template_texts
         importance = token_importance(tok, data_texts(args.data), template_texts())
     model = build_demo_model(tok, seed=args.seed, sizes=sizes, llm_init="bow" if args.bow else "random",
                              bow_beta=args.bow or 8.0, importance=importance, sharpness=args.idf or 8.0,
@@ -218,7 +226,7 @@ def main(argv=None):
         ds, batch_size=args.batch, shuffle=False, num_workers=args.workers,
         collate_fn=lambda b: collate(b, tok, num_image_tokens=n_tokens), persistent_workers=False)
     if args.whiten:
-        from lisa.demo.init import seg_hidden_states, whiten_seg_head
+        from lisa.demo.init_weights import seg_hidden_states, whiten_seg_head
         probe = [collate([ds[i] for i in range(k, k + 8)], tok, num_image_tokens=n_tokens) for k in range(0, 256, 8)]
         hs = seg_hidden_states(model, probe)
         whiten_seg_head(model, hs, args.seed, floor=args.whiten)

@@ -6,8 +6,9 @@
 Weights are random (built from configs): latency does not depend on the values. Decoding is forced to
 run exactly --tokens steps (no early EOS), and one mask is decoded per query as if one [SEG] was
 produced. Like LisaPipeline, the first query on an image also caches the KV of the prompt opening
-(system prompt + image), so a follow-up only prefills its own question. ``--baseline`` also times the original LISA algorithm on the same model (every new token
-re-runs the whole sequence including the vision tower; SAM re-encodes the image on every query).
+(system prompt + image), so a follow-up only prefills its own question. ``--baseline`` also times
+the original LISA algorithm on the same model (every new token re-runs the whole sequence
+including the vision tower; SAM re-encodes the image on every query).
 """
 
 from __future__ import annotations

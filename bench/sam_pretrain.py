@@ -43,10 +43,10 @@ from pathlib import Path
 
 import torch
 
-from lisa.demo.model import OPEN_CHANNELS, build_demo_model, build_demo_tokenizer, demo_importance
 from lisa.demo.pretrain import SEMANTIC_SET, pretrain_sam_encoder
 from lisa.demo.recipe import DemoRecipe
-from lisa.demo.semantic import write_semantic_shapes
+from lisa.demo.semantic_shapes import write_semantic_shapes
+from lisa.demo.tiny_model import OPEN_CHANNELS, build_demo_model, build_demo_tokenizer, demo_importance
 
 RECIPE = DemoRecipe()
 
@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--semantic", type=int, default=1000, help="kind maps to write when DATA has none")
-    ap.add_argument("--open", type=int, default=OPEN_CHANNELS, help="open_channels of the SAM init (lisa.demo.init)")
+    ap.add_argument("--open", type=int, default=OPEN_CHANNELS,
+                    help="open_channels of the SAM init (lisa.demo.init_weights)")
     ap.add_argument("--hold", type=float, default=10.0,
                     help="weight of the L2 pull keeping the colour/constant/position outputs as the init's")
     ap.add_argument("--area", type=float, default=0.3, help="weight of the shape-area target (0: kind only)")
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
     summary = pretrain_sam_encoder(model, args.data, args.steps, open_channels=args.open, batch_size=args.batch,
                                    lr=args.lr, hold=args.hold, area=args.area, seed=args.seed)
     print(f"{summary['steps']} steps in {summary['seconds']:.0f} s; over the last 10% of steps kind pixel "
-          f"accuracy {summary['final_pixel_accuracy']:.3f}, area MSE (in standard deviations) {summary['final_area_mse']}")
+          f"accuracy {summary['final_pixel_accuracy']:.3f}, "
+          f"area MSE (in standard deviations) {summary['final_area_mse']}")
     torch.save(model.sam.state_dict(), args.out)
     return 0
 

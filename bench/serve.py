@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # helpers.server
 
 
 def make_images(n: int, size: int) -> list[bytes]:
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     tmp = None
     url = args.url
     if url is None:
-        from lisa.serve.launch import ServerProcess
+        from helpers.server import ServerProcess
 
         version = args.version
         if version is None:

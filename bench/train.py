@@ -6,7 +6,7 @@
 Weights are random (built from configs, nothing is downloaded): throughput does not depend on the
 values. The step is the real one: LoRA injected as `lisa train` does, the trainable parts of the
 original, DeepSpeed ZeRO-2 with the built-in config, the data layer's ReasonSeg + LLaVA readers and
-collation on a synthetic data set (`lisa.data.synth`), gradient checkpointing. A "sample" is one
+collation on a synthetic data set (`lisa.demo.shapes`), gradient checkpointing. A "sample" is one
 image (with its up to 3 conversations), as the original counts it.
 """
 
@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from inference import PRESETS  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
@@ -72,15 +71,15 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the result here")
     a = ap.parse_args(argv)
 
-    from lisa.data.synth import write_dataset
-    from lisa.tokenization import add_lisa_tokens, train_llama_style_tokenizer
+    from lisa import dist
     from lisa.checkpoint.tiny import TINY_TEXTS
-    from lisa.train import dist
+    from lisa.demo.shapes import write_dataset
+    from lisa.tokenization import add_lisa_tokens, train_llama_style_tokenizer
     from lisa.train.args import namespace
     from lisa.train.data import build_dataset, make_collate
     from lisa.train.engine import create_engine
     from lisa.train.loop import Trainer
-    from lisa.train.setup import LoraSettings, apply_lora, count_parameters, enable_checkpointing, set_trainable
+    from lisa.train.model_setup import LoraSettings, apply_lora, count_parameters, enable_checkpointing, set_trainable
 
     precision = a.precision or ("bf16" if torch.cuda.is_available() else "fp32")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

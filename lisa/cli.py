@@ -8,12 +8,12 @@ import sys
 # verb -> (module, function, one-line help). Modules are imported lazily so `lisa --help` is fast.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("lisa.chat.cli", "main", "chat with a LISA model (interactive or one-shot)"),
-    "make-tiny": ("lisa.checkpoint.tiny", "main", "write a tiny random checkpoint in the LISA layout"),
+    "make-tiny": ("lisa.checkpoint.cli", "main", "write a tiny random checkpoint in the LISA layout"),
     "data": ("lisa.data.cli", "main", "dataset tools: check, convert-refs, synth"),
     "train": ("lisa.train.cli", "main", "train with LoRA through DeepSpeed"),
     "eval": ("lisa.evaluation.cli", "main", "gIoU / cIoU evaluation"),
     "export": ("lisa.export.cli", "main", "DeepSpeed run -> merged model folder"),
-    "app": ("lisa.app.cli", "main", "gradio web demo"),
+    "app": ("lisa.webui.cli", "main", "gradio web demo"),
     "serve": ("lisa.serve.cli", "main", "HTTP API (FastAPI)"),
     "demo": ("lisa.demo.cli", "main", "train and run the embedded shapes demo end to end"),
     "map": ("lisa.map.cli", "main", "vectorized HD-map detection: synth, gt-cache, eval, show, train, ..."),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lisa.serve.launch import ServerProcess
+from helpers.server import ServerProcess
 
 MAX_NEW = 6
 TITLE = "LISA: reasoning segmentation"
@@ -22,9 +22,16 @@ def find_chromium():
 
 
 @pytest.fixture(scope="module")
-def app_server(tiny_ckpt):
+def app_server(tiny_ckpt, tmp_path_factory):
+    from lisa.demo.examples import shapes_examples
+    from lisa.inference.examples import write_examples
+
+    # a model folder that carries example queries (examples.json), as the demo's does
+    model = tmp_path_factory.mktemp("app") / "model"
+    shutil.copytree(tiny_ckpt, model)
+    write_examples(model, shapes_examples(tmp_path_factory.mktemp("examples")))
     env = {"OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    with ServerProcess("app", ["--version", str(tiny_ckpt), "--device", "cpu", "--max_new_tokens", str(MAX_NEW),
+    with ServerProcess("app", ["--version", str(model), "--device", "cpu", "--max_new_tokens", str(MAX_NEW),
                                "--max_prompt_chars", "120"], ready_path="/", env=env) as srv:
         yield srv
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lisa.app.ui import SegmentApp, render_conversation, shapes_examples
+from lisa.demo.examples import shapes_examples
 from lisa.inference.visualize import overlay_all
+from lisa.webui.ui import SegmentApp, render_conversation
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_shapes_examples_are_images_with_prompts(tmp_path):
 
 
 def test_app_flags_match_chat_and_default_to_loopback():
-    from lisa.app.cli import build_parser
+    from lisa.webui.cli import build_parser
 
     args = build_parser().parse_args([])
     assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)

@@ -3,15 +3,13 @@
 import json
 import subprocess
 import sys
-from argparse import Namespace
 
 import numpy as np
 from PIL import Image
+from test_model_generation import _force_seg_logits
 
 from lisa.chat.cli import run_one
 from lisa.inference.pipeline import LisaPipeline
-
-from test_model_generation import _force_seg_logits
 
 
 def _lisa(*args, input_text=None):
@@ -34,7 +32,8 @@ def test_one_shot_writes_every_mask(tiny_model, rgb_image, tmp_path, capsys):
     n = len(report["mask_areas"])
     assert n >= 2
     names = sorted(p.name for p in (tmp_path / "vis").iterdir())
-    assert names == sorted([f"example1_mask_{i}.jpg" for i in range(n)] + [f"example1_masked_img_{i}.jpg" for i in range(n)])
+    assert names == sorted([f"example1_mask_{i}.jpg" for i in range(n)]
+                           + [f"example1_masked_img_{i}.jpg" for i in range(n)])
     mask = np.asarray(Image.open(tmp_path / "vis" / "example1_mask_0.jpg"))
     assert mask.shape == rgb_image.shape[:2]
 

@@ -47,5 +47,6 @@ def test_llava_base_becomes_lisa_for_training(tmp_path):
     assert len(tok) == n_before + 1 and model.seg_token_id == n_before
     assert model.llm.get_input_embeddings().weight.shape[0] == len(tok)
     assert torch.equal(model.sam.mask_decoder.iou_token.weight, sam.mask_decoder.iou_token.weight)
-    assert torch.equal(model.llm.model.layers[0].self_attn.q_proj.weight, base.llm.model.layers[0].self_attn.q_proj.weight)
+    assert torch.equal(model.llm.model.layers[0].self_attn.q_proj.weight,
+                       base.llm.model.layers[0].self_attn.q_proj.weight)
     assert model.text_hidden_fcs[0][0].weight.abs().sum() > 0  # freshly initialised, not left empty

@@ -102,7 +102,8 @@ def test_missing_unexpected_and_shape_errors_name_file_and_keys(tiny_ckpt, tmp_p
         load_pretrained(d, progress=False)
     state = dict(good, **{"model.visual_model.extra.weight": torch.zeros(2)})
     torch.save(state, d / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin.*unexpected keys.*model\.visual_model\.extra\.weight"):
+    with pytest.raises(CheckpointError,
+                       match=r"pytorch_model\.bin.*unexpected keys.*model\.visual_model\.extra\.weight"):
         load_pretrained(d, progress=False)
     state = dict(good)
     state["model.mm_projector.weight"] = torch.zeros(3, 3)

@@ -7,8 +7,7 @@ import torch
 from transformers import SamModel
 
 from lisa.checkpoint.errors import CheckpointError
-from lisa.checkpoint.sam_keys import (hf_to_official, infer_sam_config_dict, load_sam_checkpoint,
-                                      official_to_hf)
+from lisa.checkpoint.sam_keys import hf_to_official, infer_sam_config_dict, load_sam_checkpoint, official_to_hf
 from lisa.model.sam import sam_config
 
 # counts from the released checkpoints (reference 2.2): image_encoder 457 for ViT-H, prompt 17, decoder 120
@@ -28,7 +27,8 @@ def test_presets_detected_and_key_mapping_is_a_bijection(preset):
     assert all(back[k].shape == hf[k].shape for k in hf)
     assert all(k.startswith(("image_encoder.", "prompt_encoder.", "mask_decoder.")) for k in official)
     if preset in OFFICIAL_COUNTS:
-        counts = tuple(sum(k.startswith(p) for k in official) for p in ("image_encoder.", "prompt_encoder.", "mask_decoder."))
+        counts = tuple(sum(k.startswith(p) for k in official)
+                       for p in ("image_encoder.", "prompt_encoder.", "mask_decoder."))
         assert counts == OFFICIAL_COUNTS[preset]
     assert "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix" in official
     assert official["image_encoder.blocks.7.attn.rel_pos_h"].shape[0] in (27, 127)

@@ -9,8 +9,8 @@ import shutil
 import pytest
 from PIL import Image
 
+from helpers.fixtures import write_fixture_tree
 from lisa.cli import main as lisa_main
-from lisa.data.fixtures import write_fixture_tree
 
 
 @pytest.fixture(scope="module")

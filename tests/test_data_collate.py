@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.fixtures import write_fixture_tree
 from lisa.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from lisa.data import build_train_dataset
 from lisa.data.collate import collate, make_collate_fn
-from lisa.data.fixtures import write_fixture_tree
 from lisa.data.problems import DataError, ProblemCounter
 from lisa.data.templates import build_conversation
 from lisa.tokenization import encode, load_tokenizer, seg_token_id

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.fixtures import write_fixture_tree
 from lisa.data.cli import main as data_main
-from lisa.data.fixtures import write_fixture_tree
 from lisa.data.parts import CocoPartSource
 from lisa.data.problems import DataError, ProblemCounter
 from lisa.data.reason_seg import ReasonSegDataset

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from lisa.data.fixtures import write_fixture_tree
+from helpers.fixtures import write_fixture_tree
 from lisa.data.parts import paco_lvis_source, pascal_part_source
 from lisa.data.reason_seg import ReasonSegSource
 from lisa.data.refer_seg import ReferSource
@@ -16,7 +16,6 @@ from lisa.data.sem_seg import sem_seg_source
 from lisa.data.templates import ANSWER_LIST, LONG_QUESTION_LIST, SHORT_QUESTION_LIST
 from lisa.data.validation import build_val_dataset
 from lisa.data.vqa import VQASource, vqa_json_path
-
 
 
 @pytest.fixture(scope="module")

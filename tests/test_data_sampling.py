@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.fixtures import write_fixture_tree
 from lisa.data import build_train_dataset, worker_init_fn
-from lisa.data.fixtures import write_fixture_tree
 from lisa.data.hybrid import parse_rates
 from lisa.data.problems import DataError
 from lisa.data.rng import item_rng

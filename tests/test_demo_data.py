@@ -8,10 +8,10 @@ from PIL import Image
 
 from lisa.data.refer_seg import ReferSegDataset
 from lisa.data.sem_seg import SemSegDataset
-from lisa.data.synth import SHAPES, generate_image
-from lisa.demo.refer import REFER_STREAM, write_refer_shapes
 from lisa.demo.pretrain import log_area_map, read_instances
-from lisa.demo.semantic import INSTANCE_BASE, SEMANTIC_STREAM, write_semantic_shapes
+from lisa.demo.refer_shapes import REFER_STREAM, write_refer_shapes
+from lisa.demo.semantic_shapes import INSTANCE_BASE, SEMANTIC_STREAM, write_semantic_shapes
+from lisa.demo.shapes import SHAPES, generate_image
 
 
 def test_semantic_shapes_label_every_shape_by_its_kind(tmp_path):

@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from lisa.demo.init import token_importance
-from lisa.demo.model import DEMO_SIZES, build_demo_model
+from lisa.demo.init_weights import token_importance
+from lisa.demo.tiny_model import DEMO_SIZES, build_demo_model
 from lisa.tokenization import add_lisa_tokens, train_llama_style_tokenizer
 
 TEMPLATES = ["A chat between a curious human and an assistant. USER: ASSISTANT:", "Please segment the {x}."]
@@ -63,7 +63,7 @@ def test_importance_start_puts_the_question_words_in_the_seg_state(tokenizer):
 def test_sam_starts_as_a_colour_autoencoder(tokenizer):
     """Each low-resolution mask pixel's first three features follow the colour of its own 2x2-pixel
     cell of SAM's input: a red square drawn in the image is red exactly where it is."""
-    from lisa.demo.init import N_COLOUR, pixel_features
+    from lisa.demo.init_weights import N_COLOUR, pixel_features
 
     model = build_demo_model(tokenizer, sizes=_sizes(tokenizer))
     size = model.config.sam_image_size
@@ -82,7 +82,7 @@ def test_sam_starts_as_a_colour_autoencoder(tokenizer):
 def test_open_channels_reach_the_mask_features_where_they_are(tokenizer):
     """An encoder feature in an open channel shows up in the matching per-pixel feature, on the
     4x4 mask pixels of its token only; without open channels it hardly shows."""
-    from lisa.demo.init import FIXED, PIXEL_FIXED, pixel_features
+    from lisa.demo.init_weights import FIXED, PIXEL_FIXED, pixel_features
 
     gains = {}
     for open_channels in (0, 4):
@@ -107,8 +107,8 @@ PRETRAIN_STEPS = 25
 
 
 def _pretrained(tokenizer, data, hold):
-    from lisa.demo.model import OPEN_CHANNELS
     from lisa.demo.pretrain import pretrain_sam_encoder
+    from lisa.demo.tiny_model import OPEN_CHANNELS
 
     model = build_demo_model(tokenizer, sizes=_sizes(tokenizer))
     start = copy.deepcopy(model.sam.vision_encoder)
@@ -120,10 +120,10 @@ def _pretrained(tokenizer, data, hold):
 def test_encoder_pretraining_learns_kind_and_holds_colour(tokenizer, tmp_path):
     """The kind and area loss falls; with the pull (``hold``) the colour/constant/position outputs that the
     mask decoder reads move several times less than without it."""
-    from lisa.demo.init import FIXED
-    from lisa.demo.pretrain import SEMANTIC_SET, shape_targets
-    from lisa.demo.semantic import write_semantic_shapes
     from lisa.data.sem_seg import sem_seg_source
+    from lisa.demo.init_weights import FIXED
+    from lisa.demo.pretrain import SEMANTIC_SET, shape_targets
+    from lisa.demo.semantic_shapes import write_semantic_shapes
 
     write_semantic_shapes(tmp_path, 12, seed=0, progress=False)
     source = sem_seg_source(str(tmp_path), SEMANTIC_SET)

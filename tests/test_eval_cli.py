@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from _train_helpers import data_tree, reference_run
+from helpers.train import data_tree, reference_run
 
 
 @pytest.fixture(scope="module")

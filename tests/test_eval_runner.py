@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.fixtures import write_fixture_tree
 from lisa.data import build_val_dataset
-from lisa.data.fixtures import write_fixture_tree
 from lisa.evaluation import evaluate, format_table
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from _train_helpers import data_tree, reference_run
+from helpers.train import data_tree, reference_run
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def ref(tmp_path_factory, tiny_ckpt):
 def trained_in_memory(ref):
     """The trained module (LoRA not merged) rebuilt from the last step's state."""
     from lisa.train.args import namespace
-    from lisa.train.setup import build_model
+    from lisa.train.model_setup import build_model
 
     model, tok, _ = build_model(namespace(**ref["args"]))
     model.load_state_dict(ref["states"][4])
@@ -83,7 +83,8 @@ def test_lisa_format_is_the_released_layout(exports):
     assert cfg["train_mask_decoder"] is True and cfg["architectures"] == ["LISAForCausalLM"]
     assert cfg["vision_tower"] == "vision_tower" and (folder / "vision_tower" / "config.json").is_file()
     state = load_torch_file(folder / "pytorch_model.bin")
-    assert "model.layers.0.self_attn.q_proj.weight" in state and "model.visual_model.mask_decoder.iou_token.weight" in state
+    assert "model.layers.0.self_attn.q_proj.weight" in state
+    assert "model.visual_model.mask_decoder.iou_token.weight" in state
     assert not any(".lora_" in k or "base_layer" in k or "vision_tower" in k for k in state)
     assert "model.text_hidden_fcs.0.2.weight" in state
 

@@ -1,6 +1,5 @@
 """KV-cache generation equals a full forward; masks from several [SEG]; the SAM encoding cache."""
 
-import numpy as np
 import torch
 
 from lisa.inference.pipeline import LisaPipeline

@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from lisa.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX as IMG
+from lisa.constants import IGNORE_INDEX
+from lisa.constants import IMAGE_TOKEN_INDEX as IMG
 from lisa.model.splice import seg_hidden_positions, splice_image_features
 
 SEG = 50
@@ -21,7 +22,8 @@ def test_one_image_256_patches_matches_original_255_shift():
     assert out.inputs_embeds.shape == (1, 9 + 255, 8)
     pos = seg_hidden_positions(ids, out.span_end, SEG)[0]
     # the original: mask = (ids[:, 1:] == SEG), one trailing column, then 255 columns prepended
-    orig = torch.cat([torch.zeros(1, 255, dtype=torch.bool), (ids[:, 1:] == SEG), torch.zeros(1, 1, dtype=torch.bool)], 1)
+    orig = torch.cat([torch.zeros(1, 255, dtype=torch.bool), (ids[:, 1:] == SEG),
+                      torch.zeros(1, 1, dtype=torch.bool)], 1)
     assert pos.tolist() == orig[0].nonzero().flatten().tolist() == [5 + 255]
     assert torch.equal(out.inputs_embeds[0, 2:258], feats[0])
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lisa.serve.launch import ServerProcess
+from helpers.server import ServerProcess
 from lisa.serve.masks import decode_png, decode_rle
 
 MAX_NEW = 8

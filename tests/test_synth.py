@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lisa.data import synth
+from lisa.demo import shapes as synth
 
 SHAPE_WORDS = ("circle", "square", "triangle")
 COLOUR_WORDS = ("red", "green", "blue", "yellow")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from _train_helpers import base_args, data_tree
+from helpers.train import base_args, data_tree
 
 
 def _port() -> int:
@@ -56,7 +56,7 @@ def test_data_parallel_eval_equals_one_process(two_process_run):
     from lisa.evaluation import evaluate
     from lisa.export.merge import consolidate
     from lisa.train.args import namespace
-    from lisa.train.setup import build_model
+    from lisa.train.model_setup import build_model
 
     run_dir, args = two_process_run
     model, tok, _ = build_model(namespace(**args))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from _train_helpers import base_args, data_tree, tiny_llava, tiny_sam
+from helpers.train import base_args, data_tree, tiny_llava, tiny_sam
 
 
 def test_plain_llava_finetune_merge_and_chat(tmp_path_factory):
@@ -15,7 +15,7 @@ def test_plain_llava_finetune_merge_and_chat(tmp_path_factory):
     from lisa.inference.pipeline import LisaPipeline
     from lisa.train import run
     from lisa.train.args import namespace
-    from lisa.train.setup import build_model
+    from lisa.train.model_setup import build_model
 
     data, llava = data_tree(tmp_path_factory), tiny_llava(tmp_path_factory)
     states = {}
@@ -83,7 +83,7 @@ def test_missing_sam_weights_for_a_base_model_is_a_clear_error(tmp_path_factory,
 
 def test_no_seg_refuses_a_lisa_checkpoint(tiny_ckpt, tmp_path_factory):
     from lisa.train.args import namespace
-    from lisa.train.setup import build_model
+    from lisa.train.model_setup import build_model
 
     with pytest.raises(ValueError, match="--no_seg"):
         build_model(namespace(version=str(tiny_ckpt), no_seg=True))

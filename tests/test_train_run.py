@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from _train_helpers import base_args, data_tree, reference_run
+from helpers.train import base_args, data_tree, reference_run
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +87,13 @@ def test_kill_and_auto_resume_reproduce_the_uninterrupted_run(ref, tmp_path_fact
 
 
 def test_losses_decrease_on_a_repeated_batch_of_every_family(tmp_path_factory, tiny_ckpt):
+    from lisa import dist
     from lisa.data.collate import collate
-    from lisa.train import dist
     from lisa.train.args import namespace
     from lisa.train.data import build_dataset
     from lisa.train.engine import create_engine
     from lisa.train.loop import batch_to
-    from lisa.train.setup import build_model
+    from lisa.train.model_setup import build_model
 
     data = data_tree(tmp_path_factory)
     args = namespace(**base_args(data, tmp_path_factory.mktemp("rb"), tiny_ckpt, exp_name="rb", lr=3e-3,
@@ -122,10 +122,10 @@ def test_losses_decrease_on_a_repeated_batch_of_every_family(tmp_path_factory, t
 
 def test_lr_scales_survive_the_schedule(tmp_path_factory, tiny_ckpt):
     """--lr_scales groups keep their ratio through DeepSpeed's WarmupDecayLR (one max lr per group)."""
-    from lisa.train import dist
+    from lisa import dist
     from lisa.train.args import namespace
     from lisa.train.engine import create_engine
-    from lisa.train.setup import build_model
+    from lisa.train.model_setup import build_model
 
     data = data_tree(tmp_path_factory)
     args = namespace(**base_args(data, tmp_path_factory.mktemp("ls"), tiny_ckpt, exp_name="ls", lr=1e-3,

@@ -6,7 +6,7 @@ import pytest
 
 from lisa.train.args import namespace, parse_args
 from lisa.train.engine import default_config, load_config, param_groups
-from lisa.train.setup import LoraSettings, apply_lora, find_lora_targets, set_trainable
+from lisa.train.model_setup import LoraSettings, apply_lora, find_lora_targets, set_trainable
 
 
 def test_flags_and_defaults_of_the_original():

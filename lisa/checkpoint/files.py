@@ -64,7 +64,8 @@ def load_torch_file(path: str | Path, lazy: bool = False) -> dict:
             f"Convert it in a trusted environment to a state dict or safetensors. Detail: {str(e).splitlines()[0]}"
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path}: cannot read the file; is it truncated or not a PyTorch checkpoint? ({e})") from e
+        raise CheckpointError(f"{path}: cannot read the file; is it truncated or not a PyTorch checkpoint? "
+                              f"({e})") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if isinstance(obj, dict) and "module" in obj and isinstance(obj["module"], dict):

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers import CLIPVisionModel
 from transformers.initialization import no_init_weights
 
 from ..model.config import LisaConfig
@@ -153,7 +153,8 @@ def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: s
         if sam_keys:
             official = {k[len("model.visual_model."):]: v for k, v in tensors.items()
                         if k.startswith("model.visual_model.")}
-            cfg_file = sam_config_file or (folder / "sam_config.json" if (folder / "sam_config.json").is_file() else None)
+            beside = folder / "sam_config.json"
+            cfg_file = sam_config_file or (beside if beside.is_file() else None)
             cfg.sam = sam_config_for(official, cfg_file, str(folder)).to_dict()
         elif sam_checkpoint:
             scfg, sam_state = load_sam_checkpoint(sam_checkpoint, sam_config_file)

@@ -108,7 +108,7 @@ def infer_sam_config_dict(state: dict[str, torch.Tensor], source: str = "SAM wei
             globals_.append(i)
         else:
             window = (rel.shape[0] + 1) // 2
-    head_dim = state[f"image_encoder.blocks.0.attn.rel_pos_h"].shape[1] if depth else 64
+    head_dim = state["image_encoder.blocks.0.attn.rel_pos_h"].shape[1] if depth else 64
     prompt_dim = state["image_encoder.neck.0.weight"].shape[0]
     decoder_mlp = state.get("mask_decoder.transformer.layers.0.mlp.lin1.weight")
     for name, preset in SAM_PRESETS.items():

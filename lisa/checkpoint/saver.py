@@ -80,7 +80,8 @@ def save_pretrained(model, tokenizer, out, *, format: str = "native", max_shard_
     if len(shards) > 1:
         total = sum(v.numel() * v.element_size() for v in state.values())
         index_name = f"{stem}{ext}.index.json"
-        (out / index_name).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (out / index_name).write_text(json.dumps(index, indent=2))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     return out

@@ -7,7 +7,6 @@ it with no other flag; tests and newcomers use it.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -119,22 +118,3 @@ def write_tiny_sam(path, seed: int = 0, preset: str = "tiny") -> Path:
     torch.save(hf_to_official(state), path)
     (path.parent / "sam_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
     return path
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="lisa make-tiny", description=__doc__.splitlines()[0])
-    ap.add_argument("out", help="output folder")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--format", choices=["lisa", "native"], default="lisa",
-                    help="released LISA layout (.bin, CLIP as a subfolder) or our safetensors format")
-    ap.add_argument("--shard_size", default=None, help="e.g. 200KB to write several shards with an index")
-    ap.add_argument("--llava", choices=list(LLAVA_VERSIONS), default=None,
-                    help="write a tiny base LLaVA model instead (what `lisa train --version` starts from)")
-    args = ap.parse_args(argv)
-    if args.llava:
-        make_tiny_llava(args.out, seed=args.seed, version=args.llava)
-        print(f"wrote a tiny LLaVA {args.llava} checkpoint to {args.out}")
-        return 0
-    make_tiny(args.out, seed=args.seed, format=args.format, shard_size=args.shard_size)
-    print(f"wrote a tiny LISA checkpoint to {args.out}")
-    return 0

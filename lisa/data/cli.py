@@ -1,5 +1,5 @@
 """``lisa data``: ``check`` (walk and report the layout), ``convert-refs`` (refs pickles -> JSON),
-``synth`` (the synthetic shapes dataset, :mod:`lisa.data.synth`)."""
+``synth`` (the demo's synthetic shapes dataset; its generator lives with the demo, :mod:`lisa.demo.shapes`)."""
 
 from __future__ import annotations
 
@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "convert-refs":
         return _convert_refs(rest)
     if command == "synth":
-        from . import synth
+        from ..demo import shapes
 
-        return int(synth.main(rest) or 0)
+        return int(shapes.main(rest) or 0)
     print(f"lisa data: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2

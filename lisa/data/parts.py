@@ -2,8 +2,10 @@
 
 Layout::
 
-    vlpart/paco/annotations/paco_lvis_v1_train.json   images: coco/<file_name>  (file_name has train2017/)
-    vlpart/pascal_part/train.json                     images: vlpart/pascal_part/VOCdevkit/VOC2010/JPEGImages/<file_name>
+    vlpart/paco/annotations/paco_lvis_v1_train.json
+        images: coco/<file_name>  (file_name has train2017/)
+    vlpart/pascal_part/train.json
+        images: vlpart/pascal_part/VOCdevkit/VOC2010/JPEGImages/<file_name>
 
 Per sample, up to ``num_classes_per_sample`` *annotations* (instances) of one image are drawn
 without replacement, so two questions about "car wheel" with different masks can appear.

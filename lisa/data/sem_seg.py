@@ -23,8 +23,7 @@ import numpy as np
 
 from .base import FamilyDataset, RawSample, Source, sample_without_replacement
 from .classes import ADE20K_CLASSES, COCOSTUFF_CLASSES, COCOSTUFF_IGNORED
-from .files import (image_size, load_json_or_fail, read_label_png, read_rgb, require_dir,
-                    sorted_files)
+from .files import image_size, load_json_or_fail, read_label_png, read_rgb, require_dir, sorted_files
 from .masks import IGNORE_LABEL
 from .problems import DataError, SampleProblem
 from .templates import answer, short_question

@@ -66,7 +66,8 @@ def answer(rng: np.random.Generator) -> str:
 
 
 def build_conversation(turns: list[tuple[str, str]], conv_type: str = "llava_v1") -> str:
-    """A full training prompt from (user, assistant) turns, e.g. ``... USER: <image>\\n... ASSISTANT: It is [SEG].</s>``."""
+    """A full training prompt from (user, assistant) turns, e.g.
+    ``... USER: <image>\\n... ASSISTANT: It is [SEG].</s>``."""
     conv = get_template(conv_type)
     for user, reply in turns:
         conv.append_user(user)

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from .base import RawSample, make_item
+from .files import read_rgb
 from .problems import DataError, ProblemCounter, SampleProblem
 from .reason_seg import ReasonSegSource, read_annotation
 from .refer import ReferIndex
 from .refer_seg import ReferSource, object_mask
-from .files import read_rgb
 from .templates import VAL_ANSWER, VAL_LONG_QUESTION, VAL_SHORT_QUESTION
 
 

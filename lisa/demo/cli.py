@@ -33,7 +33,8 @@ def _print_result(result) -> None:
     if result.trained and result.curve:
         print("learning curve (ReasonSeg|val, teacher-forced): " + ", ".join(
             f"{p['train_seconds']:.0f} s: gIoU {p['giou']:.3f}" for p in result.curve))
-    print(f"ReasonSeg|val, {m.get('num_images', '?')} images, teacher-forced: gIoU {m['giou']:.4f}  cIoU {m['ciou']:.4f}")
+    print(f"ReasonSeg|val, {m.get('num_images', '?')} images, teacher-forced: "
+          f"gIoU {m['giou']:.4f}  cIoU {m['ciou']:.4f}")
     if g:
         print(f"ReasonSeg|val, generated answers: gIoU {g['giou']:.4f}  cIoU {g['ciou']:.4f}  "
               f"[SEG] in {100 * g.get('seg_rate', 0):.1f}% of answers")

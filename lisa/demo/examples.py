@@ -1,5 +1,6 @@
 """Two example queries on a fresh synthetic image (one no data split uses), answered by the
-exported model through :class:`~lisa.inference.pipeline.LisaPipeline`, with overlay images."""
+exported model through :class:`~lisa.inference.pipeline.LisaPipeline`, with overlay images; and the
+shapes examples the demo model folder carries for ``lisa app`` (``examples.json``)."""
 
 from __future__ import annotations
 
@@ -47,12 +48,28 @@ def _iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray) -> float:
     return float(inter / union) if union else 1.0
 
 
+def shapes_examples(out_dir: Path, n: int = 3) -> list[list[str]]:
+    """Synthetic shapes images with questions they answer uniquely (what the demo model is trained on)."""
+    from .shapes import sample_fresh_image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in range(n):
+        image, queries = sample_fresh_image(seed)
+        path = out_dir / f"shapes_{seed}.png"
+        image.save(path)
+        for q in queries[:2]:
+            text = q.text if q.is_sentence else f"Can you segment the {q.text} in this image?"
+            rows.append([str(path), text])
+    return rows
+
+
 def run_examples(model_dir, out_dir, seed: int = 0, device: str = "cpu", progress: bool = False
                  ) -> list[ExampleResult]:
     """Answer two queries about ``sample_fresh(seed)``; write ``example_<i>.png`` overlays."""
-    from ..data.synth import sample_fresh
     from ..inference.pipeline import LisaPipeline
     from ..inference.visualize import overlay_all
+    from .shapes import sample_fresh
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

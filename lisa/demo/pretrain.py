@@ -1,14 +1,14 @@
 """A dense pretraining of the demo SAM's image encoder: the kind and the size of every shape pixel.
 
 LISA starts from a SAM pretrained on SA-1B, whose encoder already tells objects apart. The demo's
-starts from :mod:`lisa.demo.init` (colour and position only) and, trained by LISA's losses alone,
+starts from :mod:`lisa.demo.init_weights` (colour and position only) and, trained by LISA's losses alone,
 does not learn a shape's *kind* (circle / square / triangle) within the budget ("the red square"
 beside a red circle is answered with both, IoU about 0.3), and compares sizes poorly ("the smallest
-shape" 0.5). This stage teaches both on the kind maps of :mod:`lisa.demo.semantic` before
+shape" 0.5). This stage teaches both on the kind maps of :mod:`lisa.demo.semantic_shapes` before
 ``lisa train`` runs, as SA-1B pretraining does for the real model:
 
 - a temporary 1x1 convolution (dropped afterwards) reads, from the encoder's *open* channels only
-  (:data:`lisa.demo.init.FIXED` onward, the ones the init passes on to the mask decoder's pixel
+  (:data:`lisa.demo.init_weights.FIXED` onward, the ones the init passes on to the mask decoder's pixel
   features), the kind of each low-resolution mask pixel and the log of its shape's area relative to
   the image (standardised; weight ``area``);
 - an L2 pull (``hold``) keeps the colour, constant and position channels at the untrained
@@ -41,18 +41,18 @@ from ..data.files import read_rgb
 from ..data.masks import IGNORE_LABEL
 from ..data.sem_seg import sem_seg_source
 from ..preprocess import sam_preprocess
-from .init import FIXED
-from .semantic import INSTANCE_BASE, SEMANTIC_SET, instance_path
+from .init_weights import FIXED
+from .semantic_shapes import INSTANCE_BASE, SEMANTIC_SET, instance_path
 
 UPSCALE = 4  # SAM's mask decoder draws masks at 4x its token grid
 
 
 def read_instances(label_path) -> np.ndarray:
-    """The instance map (:func:`lisa.demo.semantic.instance_path`) of a kind map, as integers."""
+    """The instance map (:func:`lisa.demo.semantic_shapes.instance_path`) of a kind map, as integers."""
     path = instance_path(label_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the instance map of {label_path} is missing (the shape areas the "
-                                "pretraining learns come from it); write the set with lisa.demo.semantic")
+                                "pretraining learns come from it); write the set with lisa.demo.semantic_shapes")
     with Image.open(path) as im:
         return np.asarray(im).astype(np.int64)
 

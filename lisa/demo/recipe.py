@@ -13,7 +13,7 @@ STEPS_ENV = "LISA_DEMO_STEPS"  # a smaller step count for CI (tests, `make test`
 # lower layers keep what the pretraining taught, and a step costs 18% less than with the whole
 # encoder (gIoU 0.851 against 0.847 after 1000 steps at the same learning rate,
 # bench/demo_experiment.py).
-# The LLM's layers stay at their bag-of-words start (lisa/demo/init.py), and CLIP and the projector
+# The LLM's layers stay at their bag-of-words start (lisa/demo/init_weights.py), and CLIP and the projector
 # as they are: the projector starts at zero, so the [SEG] state holds the question only. Letting
 # image features into it (training the projector) measured worse in this budget (gIoU 0.40 against
 # 0.53 after 500 steps): the mask decoder, which sees the image itself, does the visual part.

@@ -8,6 +8,7 @@ Layout of ``out`` (default ``./demo_out``)::
                kind maps (a model folder; ``lisa train --version`` reads it)
     runs/demo/ the training run (DeepSpeed checkpoint, train_log.jsonl, config.json)
     model/     the trained model (``lisa chat --version out/model``), with demo.json (recipe, metrics)
+               and examples.json (shapes images and questions that ``lisa app`` offers)
     examples/  the example image and its overlays
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..inference.examples import EXAMPLES_FILE
 from .recipe import DemoRecipe, default_recipe, train_args
 
 log = logging.getLogger("lisa.demo")
@@ -40,9 +42,9 @@ class DemoResult:
 
 
 def prepare_all_data(data_dir: Path, recipe: DemoRecipe, progress: bool = True) -> dict:
-    from .data import prepare_data, stamped
-    from .refer import write_refer_shapes
-    from .semantic import write_semantic_shapes
+    from .prepare import prepare_data, stamped
+    from .refer_shapes import write_refer_shapes
+    from .semantic_shapes import write_semantic_shapes
 
     summary = prepare_data(data_dir, recipe.n_train, recipe.n_val, recipe.seed, progress=progress)
     stamped(data_dir, "demo_refer.json", {"n_images": recipe.n_refer, "seed": recipe.seed},
@@ -56,8 +58,8 @@ def build_base(base_dir: Path, data_dir: Path, recipe: DemoRecipe, progress: boo
     """Tokenizer trained on the data's texts + the initialised demo model with its SAM encoder
     pretrained on the kind maps, saved as a model folder. Returns the pretraining's summary."""
     from ..checkpoint.saver import save_pretrained
-    from .model import OPEN_CHANNELS, build_demo_model, build_demo_tokenizer, demo_importance
     from .pretrain import pretrain_sam_encoder
+    from .tiny_model import OPEN_CHANNELS, build_demo_model, build_demo_tokenizer, demo_importance
 
     tok_dir = base_dir.parent / (base_dir.name + ".tokenizer")
     tokenizer = build_demo_tokenizer(data_dir, tok_dir)
@@ -153,7 +155,19 @@ def train_and_export(out: Path, recipe: DemoRecipe, progress: bool = True, worke
     scores = evaluate_model(model_dir, data_dir, ("teacher", "generate"), progress)
     info["metrics"], info["generate_metrics"] = scores["teacher"], scores["generate"]
     (model_dir / DEMO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    write_model_examples(model_dir)
     return info
+
+
+def write_model_examples(model_dir: Path) -> None:
+    """Shapes images with questions the demo model answers, into the model folder for ``lisa app``."""
+    import tempfile
+
+    from ..inference.examples import write_examples
+    from .examples import shapes_examples
+
+    with tempfile.TemporaryDirectory(prefix="lisa-demo-examples-") as tmp:
+        write_examples(model_dir, shapes_examples(Path(tmp)))
 
 
 def run_demo(out="demo_out", *, retrain: bool = False, steps: int | None = None, seed: int = 0,
@@ -175,6 +189,8 @@ def run_demo(out="demo_out", *, retrain: bool = False, steps: int | None = None,
         info = train_and_export(out, recipe, progress, workers, evals)
     else:
         info = old
+        if not (model_dir / EXAMPLES_FILE).is_file():
+            write_model_examples(model_dir)
     result = DemoResult(model_dir, trained, info["metrics"], train_seconds=info.get("train_seconds"),
                         curve=info.get("curve", []), generate_metrics=info.get("generate_metrics"))
     if examples:

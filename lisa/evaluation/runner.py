@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import dist
 from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN
 from ..conversation import get_template
 from ..data.templates import VAL_ANSWER, VAL_LONG_QUESTION, VAL_SHORT_QUESTION, build_conversation
-from ..train import dist
 from .metrics import IGNORE, SampleResult, summarize
 
 log = logging.getLogger("lisa.eval")

@@ -17,11 +17,22 @@ from pathlib import Path
 import torch
 
 from ..checkpoint.errors import CheckpointError
-from ..train.checkpointing import TAG_RE, is_complete, locate, read_marker
+from ..checkpoint.run_folder import (
+    BEST,
+    CKPT_DIR,
+    LATEST,
+    RUN_MODEL_FILE,
+    TAG_RE,
+    TOKENIZER_DIR,
+    is_complete,
+    is_run_dir,
+    locate,
+    read_marker,
+    run_dir_near,
+)
 from .merge import consolidate, to_internal
 
 log = logging.getLogger("lisa.export")
-RUN_MODEL_FILE = "model_config.json"
 
 
 @dataclass
@@ -37,21 +48,21 @@ def _ds_tag(folder: Path, tag: str | None) -> tuple[Path, str] | None:
     """(ckpt_dir, tag) of any DeepSpeed checkpoint folder (also ones without our markers)."""
     if TAG_RE.match(folder.name) and any(folder.glob("*model_states.pt")):
         return folder.parent, folder.name
-    if tag in ("best", "latest"):
+    if tag in (BEST, LATEST):
         found = read_marker(folder, tag)
-        if found is None and tag == "latest" and (folder / "latest").is_file():
-            found = (folder / "latest").read_text().strip()
+        if found is None and tag == LATEST and (folder / LATEST).is_file():
+            found = (folder / LATEST).read_text().strip()
         return (folder, found) if found else None
     if tag:
         return (folder, tag) if (folder / tag).is_dir() else None
     ours = locate(folder)
-    best = read_marker(folder, "best")
+    best = read_marker(folder, BEST)
     if best:
         return folder, best
     if ours:
         return ours
-    if (folder / "latest").is_file():
-        return folder, (folder / "latest").read_text().strip()
+    if (folder / LATEST).is_file():
+        return folder, (folder / LATEST).read_text().strip()
     tags = sorted((int(m.group(1)), p.name) for p in folder.glob("global_step*") if (m := TAG_RE.match(p.name)))
     return (folder, tags[-1][1]) if tags else None
 
@@ -61,27 +72,20 @@ def resolve(source, tag: str | None = None) -> Source:
     if not path.exists():
         raise CheckpointError(f"{path}: export source not found")
     if path.is_file():
-        return Source("state_dict", path, run_dir=_run_dir_near(path.parent))
-    if (path / "ckpt_model").is_dir():
-        found = _ds_tag(path / "ckpt_model", tag)
+        return Source("state_dict", path, run_dir=run_dir_near(path.parent))
+    if (path / CKPT_DIR).is_dir():
+        found = _ds_tag(path / CKPT_DIR, tag)
         if found is None:
-            raise CheckpointError(f"{path / 'ckpt_model'}: no DeepSpeed checkpoint{f' with tag {tag}' if tag else ''}")
-        return Source("run" if (path / RUN_MODEL_FILE).is_file() else "deepspeed", path, *found,
-                      run_dir=path if (path / RUN_MODEL_FILE).is_file() else None)
+            raise CheckpointError(f"{path / CKPT_DIR}: no DeepSpeed checkpoint{f' with tag {tag}' if tag else ''}")
+        return Source("run" if is_run_dir(path) else "deepspeed", path, *found,
+                      run_dir=path if is_run_dir(path) else None)
     found = _ds_tag(path, tag)
     if found is not None:
-        return Source("deepspeed", path, *found, run_dir=_run_dir_near(found[0]))
+        return Source("deepspeed", path, *found, run_dir=run_dir_near(found[0]))
     if any(path.glob("pytorch_model*.bin")) or any(path.glob("*.safetensors")) or any(path.glob("*.pt")):
-        return Source("state_dict", path, run_dir=_run_dir_near(path))
+        return Source("state_dict", path, run_dir=run_dir_near(path))
     raise CheckpointError(f"{path}: not a run folder, a DeepSpeed checkpoint or a state dict "
                           "(pytorch_model.bin, shards with an index, safetensors)")
-
-
-def _run_dir_near(folder: Path) -> Path | None:
-    for cand in (folder, folder.parent, folder.parent.parent):
-        if (cand / RUN_MODEL_FILE).is_file():
-            return cand
-    return None
 
 
 def read_state(src: Source, progress: bool = True) -> dict[str, torch.Tensor]:
@@ -109,7 +113,7 @@ def _run_skeleton(run_dir: Path):
 
     info = json.loads((run_dir / RUN_MODEL_FILE).read_text(encoding="utf-8"))
     cfg = LisaConfig(**info["lisa_config"])
-    tokenizer = load_tokenizer(run_dir / "tokenizer", model_max_length=512)
+    tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR, model_max_length=512)
     return cfg, tokenizer, info.get("seg_token_id"), float(info["lora"]["alpha"]), info.get("precision")
 
 

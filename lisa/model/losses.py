@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 
-def dice_loss_sum(logits: torch.Tensor, targets: torch.Tensor, scale: float = 1000.0, eps: float = 1e-6) -> torch.Tensor:
+def dice_loss_sum(logits: torch.Tensor, targets: torch.Tensor, scale: float = 1000.0,
+                  eps: float = 1e-6) -> torch.Tensor:
     """Sum over masks of ``1 - (2*sum(p*g) + eps) / (sum(p) + sum(g) + eps)`` with the original's scaling."""
     p = logits.sigmoid().flatten(1)
     g = targets.flatten(1).to(p.dtype)

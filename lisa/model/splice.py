@@ -62,7 +62,8 @@ def splice_image_features(
         for p in positions:
             feats = next(feature_iter).to(device=device, dtype=text_embeds.dtype)
             pieces += [text_embeds[n, start:p], feats]
-            mask_pieces += [attention_mask[n, start:p].to(device), attention_mask[n, p:p + 1].to(device).expand(feats.shape[0])]
+            mask_pieces += [attention_mask[n, start:p].to(device),
+                            attention_mask[n, p:p + 1].to(device).expand(feats.shape[0])]
             if labels is not None:
                 label_pieces += [labels[n, start:p].to(device),
                                  torch.full((feats.shape[0],), IGNORE_INDEX, dtype=labels.dtype, device=device)]

@@ -21,7 +21,7 @@ def is_loopback(host: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..chat.cli import add_model_args
+    from ..inference.flags import add_model_args
 
     ap = argparse.ArgumentParser(prog="lisa serve", description=__doc__.splitlines()[0])
     add_model_args(ap)
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
 
     import uvicorn
 
-    from ..chat.cli import load_pipeline
+    from ..inference.flags import load_pipeline
     from .app import ServeSettings, create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -58,7 +58,7 @@ def load_config(args) -> dict:
     cfg.pop("train_batch_size", None) if cfg.get("train_batch_size") == "auto" else None
     stage = int(cfg.get("zero_optimization", {}).get("stage", 0))
     if stage == 3 and not args.no_eval and getattr(args, "protocol", "teacher") == "generate":
-        from . import dist
+        from .. import dist
 
         if dist.world_size() > 1:
             raise ValueError(f"--deepspeed_config {args.deepspeed_config}: ZeRO-3 over several processes cannot "

@@ -17,8 +17,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import dist
+from ..checkpoint import run_folder
 from ..data.problems import DataError
-from . import checkpointing, dist
+from . import resume
 from .data import epoch_loader
 
 log = logging.getLogger("lisa.train")
@@ -73,7 +75,7 @@ class Trainer:
 
     @property
     def ckpt_dir(self) -> Path:
-        return self.run_dir / "ckpt_model"
+        return self.run_dir / run_folder.CKPT_DIR
 
     # ---- one optimizer step -------------------------------------------------------------------
     def _micro_batches(self, it):
@@ -188,7 +190,7 @@ class Trainer:
                 self.interval[k] = (s + rec[k], n + 1)
         if not dist.is_main():
             return
-        with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+        with open(self.run_dir / run_folder.TRAIN_LOG, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
         post = {k: f"{rec[k]:.4f}" for k in ("loss", "ce_loss", "mask_bce_loss", "mask_dice_loss")
                 if rec.get(k) is not None}
@@ -210,8 +212,8 @@ class Trainer:
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self) -> str:
         state = dict(self.state, world_size=dist.world_size())
-        keep = {checkpointing.read_marker(self.ckpt_dir, "best") or ""}
-        tag = checkpointing.save(self.engine, self.ckpt_dir, state["global_step"], state, keep)
+        keep = {run_folder.read_marker(self.ckpt_dir, run_folder.BEST) or ""}
+        tag = resume.save(self.engine, self.ckpt_dir, state["global_step"], state, keep)
         log.info("saved %s", self.ckpt_dir / tag)
         return tag
 
@@ -228,17 +230,17 @@ class Trainer:
                 self.writer.scalar("val/giou", giou, state["global_step"])
                 self.writer.scalar("val/ciou", ciou, state["global_step"])
             if dist.is_main():  # one line per validation: the learning curve against training time
-                with open(self.run_dir / "val_log.jsonl", "a", encoding="utf-8") as f:
+                with open(self.run_dir / run_folder.VAL_LOG, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"epoch": epoch, "step": state["global_step"],
                                         "train_seconds": round(float(state.get("train_seconds", 0.0)), 3),
                                         "giou": giou, "ciou": ciou}) + "\n")
         if is_best:
-            state["best_tag"] = checkpointing.tag_for(state["global_step"])
+            state["best_tag"] = run_folder.tag_for(state["global_step"])
         tag = self.save()
         if is_best:
-            checkpointing.mark_best(self.ckpt_dir, tag)
+            resume.mark_best(self.ckpt_dir, tag)
             if dist.is_main():
-                checkpointing.atomic_write(self.run_dir / "best.json", json.dumps(
+                run_folder.atomic_write(self.run_dir / run_folder.BEST_FILE, json.dumps(
                     {"tag": tag, "epoch": epoch, "global_step": state["global_step"],
                      "giou": state["best_giou"], "ciou": state["best_ciou"]}, indent=2))
         stats = getattr(self.dataset, "counter", None)

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import torch
 
-from . import checkpointing, dist
+from .. import dist
+from ..checkpoint import run_folder
+from ..checkpoint.run_folder import atomic_write
+from . import resume
 from .args import namespace, to_json
 
 log = logging.getLogger("lisa.train")
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-RUN_MODEL_FILE = "model_config.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -40,16 +42,6 @@ def _setup_logging() -> None:
         pass
 
 
-def build_val_sets(args, model_config) -> list:
-    from ..data import build_val_dataset
-
-    names = [n for n in args.val_dataset.split("||") if n]
-    return [(n, build_val_dataset(args.dataset_dir, n, clip_size=model_config.clip_image_size,
-                                  sam_size=model_config.sam_image_size, conv_type=args.conv_type,
-                                  use_mm_start_end=model_config.mm_use_im_start_end, strict=args.strict_data))
-            for n in names]
-
-
 def write_run_files(run_dir: Path, args, model, tokenizer, lora, ds_config) -> None:
     import deepspeed
     import transformers
@@ -59,24 +51,18 @@ def write_run_files(run_dir: Path, args, model, tokenizer, lora, ds_config) -> N
     resolved["world_size"] = dist.world_size()
     resolved["versions"] = {"torch": torch.__version__, "deepspeed": deepspeed.__version__,
                             "transformers": transformers.__version__}
-    checkpointing.atomic_write(run_dir / "config.json", json.dumps(resolved, indent=2, default=str))
+    atomic_write(run_dir / run_folder.RUN_CONFIG_FILE, json.dumps(resolved, indent=2, default=str))
     info = {"format": "lisa-run", "format_version": 1, "lisa_config": model.config.to_dict(),
             "seg_token_id": model.seg_token_id, "base": args.version, "precision": args.precision,
             "lora": {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "targets": lora.targets,
                      "modules": lora.modules}}
-    checkpointing.atomic_write(run_dir / RUN_MODEL_FILE, json.dumps(info, indent=2, default=str))
-    tokenizer.save_pretrained(str(run_dir / "tokenizer"))
-
-
-def write_metrics(run_dir: Path, results: list[dict]) -> Path:
-    out = run_dir / "metrics.json"
-    data = results[0] if len(results) == 1 else {"sets": results}
-    checkpointing.atomic_write(out, json.dumps(data, indent=2))
-    return out
+    atomic_write(run_dir / run_folder.RUN_MODEL_FILE, json.dumps(info, indent=2, default=str))
+    tokenizer.save_pretrained(str(run_dir / run_folder.TOKENIZER_DIR))
 
 
 def _validate_fn(args, model, tokenizer, val_sets, run_dir):
     from ..evaluation import evaluate, format_table
+    from ..evaluation.run import write_metrics
 
     def validate(epoch: int) -> dict | None:
         results = [evaluate(model, tokenizer, ds, args.protocol, all_queries=args.all_queries,
@@ -93,9 +79,9 @@ def _validate_fn(args, model, tokenizer, val_sets, run_dir):
 
 
 def eval_only(args, run_dir: Path) -> Path:
-    from ..evaluation.cli import load_model_for_eval, run_eval
+    from ..evaluation.run import load_model_for_eval, run_eval
 
-    if not args.resume and args.auto_resume and checkpointing.locate(run_dir / "ckpt_model") is not None:
+    if not args.resume and args.auto_resume and run_folder.locate(run_dir / run_folder.CKPT_DIR) is not None:
         args.resume = str(run_dir)  # as the original: --eval_only evaluates the run's checkpoint if any
         log.info("--eval_only: evaluating the checkpoint of %s (auto_resume)", run_dir)
     model, tokenizer = load_model_for_eval(args)
@@ -124,7 +110,7 @@ def run(args: Namespace | dict, *, on_step=None) -> Path:
     from .engine import create_engine
     from .logs import ScalarWriter
     from .loop import Trainer
-    from .setup import build_model, count_parameters
+    from .model_setup import build_model, count_parameters
 
     model, tokenizer, lora = build_model(args)
     total, trainable = count_parameters(model)
@@ -133,6 +119,8 @@ def run(args: Namespace | dict, *, on_step=None) -> Path:
     val_sets = []
     if not args.no_eval:
         if model.config.has_seg_head:
+            from ..evaluation.run import build_val_sets
+
             val_sets = build_val_sets(args, model.config)
         else:
             log.info("plain LLaVA model: no gIoU validation (--no_eval implied)")
@@ -144,23 +132,23 @@ def run(args: Namespace | dict, *, on_step=None) -> Path:
     if dist.is_main():
         write_run_files(run_dir, args, model, tokenizer, lora, ds_config)
 
-    ckpt_dir = run_dir / "ckpt_model"
+    ckpt_dir = run_dir / run_folder.CKPT_DIR
     state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "best_giou": -1.0, "best_ciou": -1.0,
              "best_tag": None, "bad_steps": 0, "samples_seen": 0, "train_seconds": 0.0}
     where = None
     if args.resume:
-        where = checkpointing.locate(args.resume, args.tag)
+        where = run_folder.locate(args.resume, args.tag)
         if where is None:
             raise ValueError(f"--resume {args.resume}: no complete DeepSpeed checkpoint there")
     elif args.auto_resume:
         if dist.is_main():
-            removed = checkpointing.remove_incomplete(ckpt_dir)
+            removed = run_folder.remove_incomplete(ckpt_dir)
             if removed:
                 log.warning("removed incomplete checkpoint folders %s", removed)
         dist.barrier()
-        where = checkpointing.locate(ckpt_dir)
+        where = run_folder.locate(ckpt_dir)
     if where is not None:
-        state.update(checkpointing.load(engine, *where))
+        state.update(resume.load(engine, *where))
         log.info("resumed from %s at step %d", where[0] / where[1], state["global_step"])
 
     writer = ScalarWriter(run_dir, args.wandb, vars(args), args.exp_name) if dist.is_main() else None

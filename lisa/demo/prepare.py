@@ -31,7 +31,7 @@ def stamped(root, name: str, request: dict, write) -> dict:
 
 def prepare_data(root, n_train: int, n_val: int, seed: int, progress: bool = True) -> dict:
     """Write (or reuse) the data set; returns the generator's summary."""
-    from ..data.synth import write_dataset
+    from .shapes import write_dataset
 
     want = {"n_train": int(n_train), "n_val": int(n_val), "seed": int(seed)}
     return stamped(root, STAMP, want, lambda: write_dataset(root, n_train, n_val, seed, progress=progress))

@@ -134,8 +134,9 @@ def _fit_new_seg_head(model, out_dim: int) -> None:
 
 def build_model(args):
     """(model, tokenizer, lora settings) ready to be handed to DeepSpeed."""
-    from ..checkpoint.loader import load_pretrained, read_config
     from pathlib import Path
+
+    from ..checkpoint.loader import load_pretrained, read_config
 
     folder = Path(args.version)
     if not folder.is_dir():

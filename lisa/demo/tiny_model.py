@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..conversation import LLAVA_V1_SYSTEM, LLAMA_2_SYSTEM
+from ..conversation import LLAMA_2_SYSTEM, LLAVA_V1_SYSTEM
 from ..model.config import LisaConfig
 from ..model.lisa import LisaForSegmentation
 from ..model.sam import sam_config
-from .init import bag_of_words_init, space_to_depth_init
+from .init_weights import bag_of_words_init, space_to_depth_init
 
 # Sizes for the shapes task (see bench/demo_experiment.py for how they were chosen). SAM's vision
 # config defaults to initializer_range=1e-10 (it is always loaded from pretrained weights), which
@@ -30,10 +30,10 @@ DEMO_SIZES = dict(
              decoder_heads=4, decoder_depth=3, initializer_range=0.02),
     vocab=1024,  # an upper bound: the tokenizer stops when every word of the data is one token (~700)
 )
-IDF_SHARPNESS = 8.0  # attention score of the most important token (see lisa.demo.init)
+IDF_SHARPNESS = 8.0  # attention score of the most important token (see lisa.demo.init_weights)
 PROMPT_GAIN = 4.0
 QK_GAIN = 3.0
-OPEN_CHANNELS = 8  # learned encoder channels passed straight to the mask embedding (lisa.demo.init)
+OPEN_CHANNELS = 8  # learned encoder channels passed straight to the mask embedding (lisa.demo.init_weights)
 
 
 def demo_config(vocab_size: int, sizes: dict | None = None) -> LisaConfig:
@@ -65,7 +65,7 @@ def build_demo_model(tokenizer, seed: int = 0, sizes: dict | None = None, llm_in
                      bow_beta: float = 8.0, importance: torch.Tensor | None = None,
                      sharpness: float = IDF_SHARPNESS, prompt_gain: float = PROMPT_GAIN,
                      qk_gain: float = QK_GAIN, open_channels: int = OPEN_CHANNELS) -> LisaForSegmentation:
-    """The untrained demo model: random weights, SAM started as in :mod:`lisa.demo.init`, and the
+    """The untrained demo model: random weights, SAM started as in :mod:`lisa.demo.init_weights`, and the
     LLM as a bag of words (``llm_init="bow"``), weighted by token ``importance`` when given (see
     :func:`demo_importance`), or with transformers' random init (``"random"``). ``prompt_gain``
     scales the [SEG] head's output layer at init, ``qk_gain`` the mask decoder's query and key
@@ -101,7 +101,7 @@ def build_demo_model(tokenizer, seed: int = 0, sizes: dict | None = None, llm_in
 def demo_importance(tokenizer, dataset_dir) -> torch.Tensor:
     """Token importance for the bag-of-words start: IDF over the data's question and answer texts,
     0 for the words of the system prompt and the templates."""
-    from .init import token_importance
+    from .init_weights import token_importance
 
     return token_importance(tokenizer, data_texts(dataset_dir), template_texts())
 

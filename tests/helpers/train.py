@@ -21,7 +21,7 @@ def cached(key, build):
 
 def data_tree(tmp_path_factory) -> Path:
     def build():
-        from lisa.data.fixtures import write_fixture_tree
+        from helpers.fixtures import write_fixture_tree
 
         root = tmp_path_factory.mktemp("train_data")
         write_fixture_tree(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -13,7 +14,7 @@ from ..inference.pipeline import MAX_PROMPT_CHARS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..chat.cli import add_model_args
+    from ..inference.flags import add_model_args
 
     ap = argparse.ArgumentParser(prog="lisa app", description=__doc__.splitlines()[0])
     add_model_args(ap)
@@ -23,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max_prompt_chars", type=int, default=MAX_PROMPT_CHARS)
     ap.add_argument("--max_pixels", type=int, default=40_000_000, help="largest image (width x height)")
     ap.add_argument("--max_file_mb", type=float, default=20.0, help="largest upload (MiB)")
-    ap.add_argument("--no_examples", action="store_true", help="do not show the synthetic shapes examples")
+    ap.add_argument("--no_examples", action="store_true",
+                    help="do not show the example queries of the model folder (examples.json)")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy CPU)")
     ap.add_argument("--title", default=None, help="page title")
@@ -39,8 +41,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import gradio as gr
 
-    from ..chat.cli import load_pipeline
-    from .ui import CSS, TITLE, SegmentApp, build_ui, shapes_examples
+    from ..inference.examples import model_examples
+    from ..inference.flags import load_pipeline
+    from .ui import CSS, TITLE, SegmentApp, build_ui
 
     try:
         if args.threads:
@@ -48,12 +51,15 @@ def main(argv=None) -> int:
 
             torch.set_num_threads(args.threads)
         pipe = load_pipeline(args)
+        examples = None if args.no_examples else model_examples(args.version) or None
     except (ValueError, OSError) as e:
         print(f"lisa app: {e}", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="lisa-app-"))
+    if examples:  # served from the app's own folder, the only one it lets the browser read
+        (work / "examples").mkdir()
+        examples = [[shutil.copy(image, work / "examples"), prompt] for image, prompt in examples]
     app = SegmentApp(pipe, args.max_prompt_chars, args.max_new_tokens, work / "masks", args.max_pixels)
-    examples = None if args.no_examples else shapes_examples(work / "examples")
     demo = build_ui(app, examples, title=args.title or TITLE)
     demo.queue(default_concurrency_limit=1, max_size=64)
     # System fonts only: the default theme would fetch web fonts, and the machine may be offline.

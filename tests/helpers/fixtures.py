@@ -1,5 +1,5 @@
-"""Tiny but faithful instances of every training/validation format, for tests, the benchmark and
-the demo: ``write_fixture_tree(root)`` writes a ``--dataset_dir`` tree and returns what it wrote.
+"""Tiny but faithful instances of every training/validation format, for the tests and
+bench/data.py: ``write_fixture_tree(root)`` writes a ``--dataset_dir`` tree and returns what it wrote.
 
 Formats written: ADE20K label PNGs (raw 0 = other), COCO-Stuff PNGs (value = id - 1, 255), a
 Mapillary ``config_v2.0.json`` with palette (mode P) label PNGs, PACO-LVIS JSON (polygons, file
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from .classes import COCOSTUFF_CLASSES
+from lisa.data.classes import COCOSTUFF_CLASSES
 
 ALL_FAMILIES = ("sem_seg", "refer_seg", "vqa", "reason_seg")
 H, W = 24, 32  # most fixture images; a few are 30 x 20 to catch transposed sizes

@@ -6,7 +6,7 @@ different shapes within one training step, which is what the referring-segmentat
 a record is an image, and a sample draws up to three of its (expression, object) pairs. So the demo
 also writes its shapes as a RefCOCO set (``refer_seg/refcoco/instances.json`` with exact RLE masks,
 ``refs(unc).json`` with one expression per ref, images under ``images/mscoco/images/train2014``),
-using the generator's own images and uniquely answerable questions (``lisa.data.synth``) from a
+using the generator's own images and uniquely answerable questions (``lisa.demo.shapes``) from a
 stream no ReasonSeg split uses. Train on it with ``--dataset "reason_seg||refer_seg"
 --refer_seg_data refcoco``.
 """
@@ -20,7 +20,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 from tqdm import tqdm
 
-REFER_STREAM = 7  # a generator stream of lisa.data.synth that no split uses
+REFER_STREAM = 7  # a generator stream of lisa.demo.shapes that no split uses
 DATASET = "refcoco"
 
 
@@ -31,7 +31,7 @@ def _rle(mask: np.ndarray) -> dict:
 
 def write_refer_shapes(root, n_images: int, seed: int, progress: bool = True) -> dict:
     """Write ``n_images`` images with all their answerable questions; returns counts."""
-    from ..data.synth import generate_image, query_candidates, save_jpeg
+    from .shapes import generate_image, query_candidates, save_jpeg
 
     if n_images < 0:
         raise ValueError(f"n_images must be >= 0, got {n_images}")

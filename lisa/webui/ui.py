@@ -24,8 +24,8 @@ log = logging.getLogger("lisa.app")
 
 TITLE = "LISA: reasoning segmentation"
 DESCRIPTION = (
-    "Upload an image and ask for what you want segmented, e.g. *Can you segment the red circle in this "
-    "image?* or *What is the largest shape? Please output segmentation mask and explain why.* "
+    "Upload an image and ask for what you want segmented, e.g. *Can you segment the car in this "
+    "image?* or *What can make the woman stand higher? Please output segmentation mask and explain why.* "
     "Every `[SEG]` in the answer gives one mask. Later questions about the same image continue the "
     "conversation; a new image starts a new one.")
 CSS = """
@@ -55,22 +55,6 @@ def format_timings(t: dict, cache_hit: bool, n_masks: int) -> str:
     return (f"**Timing:** {encode} · prefill {ms(t['prefill'])} · decode {t['tokens']} tokens in "
             f"{ms(t['decode'])} ({ms(per_tok)}/token) · mask decode {ms(t['mask_decode'])} · "
             f"**total {ms(t['total'])}** · {n_masks} mask(s)")
-
-
-def shapes_examples(out_dir: Path, n: int = 3) -> list[list[str]]:
-    """Synthetic shapes images with questions they answer uniquely (what the demo model is trained on)."""
-    from ..data.synth import sample_fresh_image
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for seed in range(n):
-        image, queries = sample_fresh_image(seed)
-        path = out_dir / f"shapes_{seed}.png"
-        image.save(path)
-        for q in queries[:2]:
-            text = q.text if q.is_sentence else f"Can you segment the {q.text} in this image?"
-            rows.append([str(path), text])
-    return rows
 
 
 class SegmentApp:
@@ -173,7 +157,7 @@ def build_ui(app: SegmentApp, examples: list[list[str]] | None = None, title: st
                     clear = gr.Button("New conversation")
                 status = gr.Markdown(label="Status")
                 if examples:
-                    gr.Examples(examples=examples, inputs=[image, prompt], label="Examples (synthetic shapes)")
+                    gr.Examples(examples=examples, inputs=[image, prompt], label="Examples (from the model folder)")
             with gr.Column():
                 overlay = gr.Image(type="numpy", label="Masks overlaid", interactive=False, format="png", height=360)
                 answer = gr.Textbox(label="Answer", interactive=False, lines=2)

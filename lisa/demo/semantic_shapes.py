@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-SEMANTIC_STREAM = 8  # a generator stream of lisa.data.synth that no other set uses
+SEMANTIC_STREAM = 8  # a generator stream of lisa.demo.shapes that no other set uses
 SEMANTIC_SET = "mapillary"  # the sem_seg_data name (and folder) the kind maps are written as
 PALETTE = {"circle": (220, 120, 40), "square": (40, 120, 220), "triangle": (60, 180, 90)}
 UNLABELED = ("void--unlabeled", "Unlabeled", (0, 0, 0))
@@ -41,14 +41,14 @@ def instance_path(label_path) -> Path:
 
 
 def _labels() -> list[tuple[str, str, tuple[int, int, int]]]:
-    from ..data.synth import SHAPES
+    from .shapes import SHAPES
 
     return [(f"shape--{s}", s.capitalize(), PALETTE[s]) for s in SHAPES] + [UNLABELED]
 
 
 def write_semantic_shapes(root, n_images: int, seed: int, progress: bool = True) -> dict:
     """Write ``n_images`` images and their kind maps; returns counts."""
-    from ..data.synth import SHAPES, generate_image, remove_stale, save_jpeg
+    from .shapes import SHAPES, generate_image, remove_stale, save_jpeg
 
     if n_images < 0:
         raise ValueError(f"n_images must be >= 0, got {n_images}")
