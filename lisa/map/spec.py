@@ -85,3 +85,37 @@ def equivalent_orders(points: np.ndarray, closed: bool) -> np.ndarray:
 
 
 MAX_ORDERS = num_orders(NUM_POINTS, closed=True)
+
+
+def resample_lines(lines: list[np.ndarray], num: int) -> np.ndarray:
+    """``resample`` for many polylines at once, ``[B, num, 2]`` (float64), vectorised per point count.
+
+    Same result as ``resample`` on each line (to rounding); first and last points are kept exactly.
+    """
+    out = np.zeros((len(lines), num, 2), dtype=np.float64)
+    by_count: dict[int, list[int]] = {}
+    for i, line in enumerate(lines):
+        by_count.setdefault(len(line), []).append(i)
+    frac_grid = np.linspace(0.0, 1.0, num)
+    for n, idx in by_count.items():
+        if n < 1:
+            raise ValueError("a polyline needs at least one point")
+        group = np.asarray([lines[i] for i in idx], dtype=np.float64).reshape(len(idx), n, 2)
+        if n == 1:
+            out[idx] = group[:, :1]
+            continue
+        step = max(1, int(2e7 // (num * n)))  # bounds the [b, num, n] comparison below
+        for lo in range(0, len(idx), step):
+            pts = group[lo:lo + step]
+            seg = np.linalg.norm(np.diff(pts, axis=1), axis=2)
+            along = np.concatenate([np.zeros((len(pts), 1)), np.cumsum(seg, axis=1)], axis=1)
+            t = along[:, -1:] * frac_grid
+            j = np.clip((along[:, None, :] <= t[:, :, None]).sum(-1) - 1, 0, n - 2)
+            seg_j = np.take_along_axis(seg, j, axis=1)
+            frac = np.divide(t - np.take_along_axis(along, j, axis=1), seg_j, out=np.zeros_like(t), where=seg_j > 0)
+            a = np.take_along_axis(pts, j[..., None], axis=1)
+            b = np.take_along_axis(pts, j[..., None] + 1, axis=1)
+            res = a + frac[..., None] * (b - a)
+            res[:, 0], res[:, -1] = pts[:, 0], pts[:, -1]
+            out[idx[lo:lo + step]] = res
+    return out
