@@ -16,7 +16,7 @@ from pathlib import Path
 from lisa.map.errors import MapDataError
 from lisa.map.gt.geometry import MapGeometry, extract_vectors
 from lisa.map.gt.sample import SampleFrame, SampleGT, check_files, make_sample_gt, sample_frame
-from lisa.map.nuscenes.expansion import MapExpansion
+from lisa.map.nuscenes.expansion import MapExpansion, expansion_path
 from lisa.map.nuscenes.splits import split_scenes
 from lisa.map.nuscenes.tables import NuScenesTree
 
@@ -33,15 +33,18 @@ class GTBuildOptions:
     chunksize: int = 8
 
 
-_GEOMETRY: dict[str, MapGeometry] = {}  # per process: location -> geometry
+_GEOMETRY: dict[tuple, MapGeometry] = {}  # per process: (expansion file, mtime, size) -> geometry
 _DATAROOT: list[str] = []
 
 
 def load_geometry(dataroot: str | Path, location: str) -> MapGeometry:
-    """The GT geometry of ``location``, cached in this process."""
-    if location not in _GEOMETRY:
-        _GEOMETRY[location] = MapGeometry(MapExpansion.load(dataroot, location))
-    return _GEOMETRY[location]
+    """The GT geometry of ``location``, cached in this process (until its file changes)."""
+    path = expansion_path(dataroot, location)
+    stat = path.stat() if path.is_file() else None
+    key = (str(path.resolve()), stat and stat.st_mtime_ns, stat and stat.st_size)
+    if stat is None or key not in _GEOMETRY:
+        _GEOMETRY[key] = MapGeometry(MapExpansion.load(dataroot, location))
+    return _GEOMETRY[key]
 
 
 def sample_gt(frame: SampleFrame, dataroot: str | Path) -> SampleGT:
