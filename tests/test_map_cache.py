@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from _map_helpers import hand_map, write_tree
+from helpers.map_trees import hand_map, write_tree
 from lisa.map import spec
 from lisa.map.errors import MapDataError
 from lisa.map.gt import CAMERAS, GTBuildOptions, build_gt, read_cache, write_cache
@@ -77,7 +77,8 @@ def test_maptr_gt_json(tree, tmp_path):
 
 def test_workers_give_the_same_cache(tree, tmp_path):
     one = build_gt(GTBuildOptions(str(tree), split_file=str(tree / "split.json"), progress=False, workers=1))
-    two = build_gt(GTBuildOptions(str(tree), split_file=str(tree / "split.json"), progress=False, workers=2, chunksize=1))
+    two = build_gt(GTBuildOptions(str(tree), split_file=str(tree / "split.json"), progress=False, workers=2,
+                                  chunksize=1))
     assert [s.token for s in one] == [s.token for s in two]
     for a, b in zip(one, two):
         assert np.array_equal(a.labels, b.labels) and np.array_equal(a.points, b.points)
@@ -126,8 +127,9 @@ def test_bad_inputs_are_clear_errors(tree, tmp_path, capsys, case, pattern):
     assert gt_main([*args, "--output", str(tmp_path / "c.npz"), "--no_progress"]) == 2
     assert capsys.readouterr().err.count("\n") == 1  # one clear line, no traceback
     with pytest.raises(MapDataError, match=pattern):
-        build_gt(GTBuildOptions(args[1], version=args[args.index("--version") + 1] if "--version" in args else "v1.0-mini",
-                                split_file=args[5] if len(args) > 5 else None, progress=False))
+        version = args[args.index("--version") + 1] if "--version" in args else "v1.0-mini"
+        split_file = args[5] if len(args) > 5 else None
+        build_gt(GTBuildOptions(args[1], version=version, split_file=split_file, progress=False))
 
 
 def test_skip_missing_leaves_those_samples_out(tree, tmp_path, capsys):

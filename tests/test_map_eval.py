@@ -28,7 +28,8 @@ def square(cx, cy, r):
 
 
 GTS = {
-    "s1": [("divider", hline(0.0)), ("divider", hline(6.0)), ("boundary", vline(-12.0)), ("ped_crossing", square(0, 20, 2))],
+    "s1": [("divider", hline(0.0)), ("divider", hline(6.0)), ("boundary", vline(-12.0)),
+           ("ped_crossing", square(0, 20, 2))],
     "s2": [("boundary", vline(12.0)), ("divider", hline(-15.0, n=3)), ("ped_crossing", square(5, -20, 3))],
     "s3": [],
 }

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from shapely.geometry import LinearRing, LineString, Polygon, box
 
-from _map_helpers import BAY, CROSSING_X, ISLAND, ROAD_Y, geometry, hand_map, lidar_pose, write_tree
+from helpers.map_trees import BAY, CROSSING_X, ISLAND, ROAD_Y, geometry, hand_map, lidar_pose, write_tree
 from lisa.map import spec
 from lisa.map.gt import GTBuildOptions, build_gt, extract_vectors
 from lisa.map.gt.geometry import BOUNDARY_MARGIN
@@ -104,7 +104,8 @@ def test_island_is_a_closed_counter_clockwise_boundary_ring(tmp_path):
 def test_bus_bay_bulges_the_boundary(tmp_path):
     centre = np.array([1070.0, 1000.0])
     with_bay = of_class(extract_vectors(geometry(hand_map(), tmp_path), lidar_pose(*centre, 0.0)), BND)
-    without = of_class(extract_vectors(geometry(hand_map(bus_bay=False), tmp_path / "b"), lidar_pose(*centre, 0.0)), BND)
+    no_bay = geometry(hand_map(bus_bay=False), tmp_path / "b")
+    without = of_class(extract_vectors(no_bay, lidar_pose(*centre, 0.0)), BND)
     lines = [LineString(r) for r in with_bay]
     bay_floor = LineString(np.array(BAY[1:3]) - centre)  # the bay's outer edge, 8 m south of the centre
     assert any(line.buffer(1e-6).contains(bay_floor) for line in lines)

@@ -5,11 +5,17 @@ import json
 import numpy as np
 import pytest
 
-from _map_helpers import hand_map, write_tree
+from helpers.map_trees import hand_map, write_tree
 from lisa.map.errors import MapDataError
 from lisa.map.nuscenes.expansion import MapExpansion, expansion_path
-from lisa.map.nuscenes.poses import (invert, matrix_quaternion, quaternion_matrix, transform_matrix, yaw_of,
-                                     yaw_quaternion)
+from lisa.map.nuscenes.poses import (
+    invert,
+    matrix_quaternion,
+    quaternion_matrix,
+    transform_matrix,
+    yaw_of,
+    yaw_quaternion,
+)
 from lisa.map.nuscenes.splits import official_split, split_scenes
 from lisa.map.nuscenes.tables import NuScenesTree
 
@@ -105,6 +111,7 @@ def test_poses():
     m = transform_matrix([1, 2, 3], yaw_quaternion(0.7, 0.1, 0.2))
     assert np.allclose(invert(m) @ m, np.eye(4))
     # the nuScenes LiDAR mount (yaw -90 deg) on a car heading +90 deg: the sensor x axis points along +x
-    lidar2global = transform_matrix([0, 0, 0], yaw_quaternion(np.pi / 2)) @ transform_matrix([0.9, 0, 1.8], yaw_quaternion(-np.pi / 2))
+    ego2global = transform_matrix([0, 0, 0], yaw_quaternion(np.pi / 2))
+    lidar2global = ego2global @ transform_matrix([0.9, 0, 1.8], yaw_quaternion(-np.pi / 2))
     assert yaw_of(lidar2global) == pytest.approx(0.0, abs=1e-12)
     assert np.allclose(lidar2global[:3, 3], [0.0, 0.9, 1.8])

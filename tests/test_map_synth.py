@@ -8,9 +8,9 @@ from PIL import Image
 from shapely.geometry import LinearRing, LineString, Polygon
 
 from lisa.map import spec
+from lisa.map.evaluation.cli import main as eval_main
 from lisa.map.gt import GTBuildOptions, MapGeometry, build_gt, extract_vectors, read_cache
 from lisa.map.gt.cli import main as gt_main
-from lisa.map.evaluation.cli import main as eval_main
 from lisa.map.nuscenes.expansion import LOCATIONS, MapExpansion
 from lisa.map.nuscenes.poses import transform_matrix, yaw_quaternion
 from lisa.map.nuscenes.tables import NuScenesTree
@@ -114,7 +114,8 @@ def test_camera_images_show_the_map_where_the_calibration_says(tree):
 
 def test_town_island_is_a_closed_ring(town):
     pose = transform_matrix([151.8, 195.0, 1.8], yaw_quaternion(0.0))  # on V0 beside the median island
-    rings = [pts for cls, pts in to_global(extract_vectors(town, pose), pose) if cls == BND and np.all(pts[0] == pts[-1])]
+    vectors = to_global(extract_vectors(town, pose), pose)
+    rings = [pts for cls, pts in vectors if cls == BND and np.all(pts[0] == pts[-1])]
     (island,) = rings
     assert Polygon(island).area == pytest.approx(1.2 * 26.0) and LinearRing(island[:-1]).is_ccw
 

@@ -119,7 +119,8 @@ def sample_frame(tree: NuScenesTree, sample: dict, scene: dict) -> SampleFrame:
         sd = tree.get("sample_data", data[channel])
         cs = tree.get("calibrated_sensor", sd["calibrated_sensor_token"])
         ego = tree.get("ego_pose", sd["ego_pose_token"])
-        return sd, transform_matrix(cs["translation"], cs["rotation"]), transform_matrix(ego["translation"], ego["rotation"])
+        return (sd, transform_matrix(cs["translation"], cs["rotation"]),
+                transform_matrix(ego["translation"], ego["rotation"]))
 
     lidar_sd, lidar2ego, ego2global = pose(LIDAR)
     global2lidar = invert(ego2global @ lidar2ego)

@@ -78,7 +78,8 @@ class MapExpansion:
         try:
             return [self.nodes[t] for t in tokens]
         except KeyError as e:
-            raise MapDataError(f"map expansion {self.path}: {what} uses node {e.args[0]!r}, which is not in 'node'") from None
+            raise MapDataError(f"map expansion {self.path}: {what} uses node {e.args[0]!r}, "
+                               f"which is not in 'node'") from None
 
     def line(self, token: str) -> LineString:
         """The line record ``token`` as a LineString (a line needs at least two nodes)."""

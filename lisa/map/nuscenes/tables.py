@@ -78,7 +78,8 @@ class NuScenesTree:
         try:
             return self._index[table][token]
         except KeyError:
-            raise MapDataError(f"{self.dataroot / self.version / (table + '.json')}: no record with token {token!r}") from None
+            path = self.dataroot / self.version / f"{table}.json"
+            raise MapDataError(f"{path}: no record with token {token!r}") from None
 
     def _check_references(self, folder: Path) -> None:
         for table, field, target in _REFERENCES:
@@ -108,8 +109,9 @@ class NuScenesTree:
         out = []
         for name in names:
             if name not in self.scene_by_name:
-                raise MapDataError(f"scene {name!r} of the split is not in {self.dataroot / self.version / 'scene.json'}"
-                                   f" ({len(self.scene_by_name)} scenes there)")
+                path = self.dataroot / self.version / "scene.json"
+                raise MapDataError(f"scene {name!r} of the split is not in {path} "
+                                   f"({len(self.scene_by_name)} scenes there)")
             out.append(self.scene_by_name[name])
         return out
 

@@ -16,5 +16,5 @@ from lisa.map.synth.tables import SamplePoses, SceneSpec, TreeIndex, write_place
 from lisa.map.synth.town import build_town
 
 __all__ = ["MapBuilder", "SamplePoses", "SceneSpec", "SensorSpec", "SynthOptions", "TreeIndex", "build_town",
-           "empty_expansion", "make_token", "sensor_rig", "write_expansion", "write_placeholders", "write_synthetic_tree",
-           "write_tables"]
+           "empty_expansion", "make_token", "sensor_rig", "write_expansion", "write_placeholders",
+           "write_synthetic_tree", "write_tables"]

@@ -49,7 +49,8 @@ def sensor_rig(rng: np.random.Generator, width: int, height: int, jitter: bool =
                       yaw_quaternion(np.radians(yaw + noise(0.1)), noise(0.002), noise(0.002)).tolist(), [])]
     scale = width / 1600.0
     for channel, (x, y, z, yaw, focal) in CAMERA_MOUNTS.items():
-        body = quaternion_matrix(yaw_quaternion(np.radians(yaw + noise(0.2)), np.radians(noise(0.3)), np.radians(noise(0.2))))
+        body = quaternion_matrix(yaw_quaternion(np.radians(yaw + noise(0.2)), np.radians(noise(0.3)),
+                                                np.radians(noise(0.2))))
         rotation = matrix_quaternion(body @ _CAM_TO_BODY)
         f = focal * scale
         intrinsic = [[f, 0.0, width / 2 + noise(1.0)], [0.0, f, height / 2 + noise(1.0)], [0.0, 0.0, 1.0]]

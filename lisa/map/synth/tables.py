@@ -78,7 +78,8 @@ def write_tables(dataroot: str | Path, version: str, scenes: list[SceneSpec]) ->
         files_of_scene = []
         for i, sample in enumerate(sc.samples):
             t["sample"].append({"token": tokens[i], "timestamp": sample.timestamp, "scene_token": scene_token,
-                                "prev": tokens[i - 1] if i else "", "next": tokens[i + 1] if i + 1 < len(tokens) else ""})
+                                "prev": tokens[i - 1] if i else "",
+                                "next": tokens[i + 1] if i + 1 < len(tokens) else ""})
             files = {}
             for s in sc.sensors:
                 translation, rotation, stamp = sample.ego[s.channel]
@@ -89,7 +90,8 @@ def write_tables(dataroot: str | Path, version: str, scenes: list[SceneSpec]) ->
                 ext = "jpg" if s.modality == "camera" else "pcd.bin"
                 files[s.channel] = f"samples/{s.channel}/{logfile}__{s.channel}__{stamp}.{ext}"
                 t["sample_data"].append({
-                    "token": sd, "sample_token": tokens[i], "ego_pose_token": ego, "calibrated_sensor_token": calib[s.channel],
+                    "token": sd, "sample_token": tokens[i], "ego_pose_token": ego,
+                    "calibrated_sensor_token": calib[s.channel],
                     "timestamp": stamp, "fileformat": "jpg" if s.modality == "camera" else "pcd", "is_key_frame": True,
                     "height": s.height, "width": s.width, "filename": files[s.channel],
                     "prev": make_token("sample_data", sc.name, i - 1, s.channel) if i else "",
@@ -118,7 +120,8 @@ def write_placeholders(dataroot: str | Path, index: TreeIndex) -> None:
     from PIL import Image
 
     root = Path(dataroot)
-    for rel in [f for scene in index.files for sample in scene for f in sample.values()] + list(index.prior_files.values()):
+    files = [f for scene in index.files for sample in scene for f in sample.values()]
+    for rel in files + list(index.prior_files.values()):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if rel.endswith(".jpg"):

@@ -139,12 +139,12 @@ def _segment(b: MapBuilder, road: Road, s0: float, s1: float, drivable: list[str
 def _arm(b: MapBuilder, road: Road, edge: float, sign: int) -> None:
     """Crossing, stop line for the incoming lanes, on the arm of ``road`` leaving an intersection at ``edge``."""
     c0, c1 = edge + sign * CROSSING[0], edge + sign * CROSSING[1]
-    crossing = b.add("ped_crossing", polygon_token=b.polygon(road.rect(min(c0, c1), max(c0, c1), -road.half, road.half)),
-                     road_segment_token="")
+    outline = road.rect(min(c0, c1), max(c0, c1), -road.half, road.half)
+    crossing = b.add("ped_crossing", polygon_token=b.polygon(outline), road_segment_token="")
     l0, l1 = edge + sign * STOP_LINE[0], edge + sign * STOP_LINE[1]
     t0, t1 = (0.0, road.half) if sign > 0 else (-road.half, 0.0)
-    b.add("stop_line", polygon_token=b.polygon(road.rect(min(l0, l1), max(l0, l1), t0, t1)), stop_line_type="PED_CROSSING",
-          ped_crossing_tokens=[crossing], traffic_light_tokens=[], road_block_token="")
+    b.add("stop_line", polygon_token=b.polygon(road.rect(min(l0, l1), max(l0, l1), t0, t1)),
+          stop_line_type="PED_CROSSING", ped_crossing_tokens=[crossing], traffic_light_tokens=[], road_block_token="")
 
 
 def build_town(name: str = "synth-town") -> Town:

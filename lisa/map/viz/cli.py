@@ -34,7 +34,8 @@ def render_sample(dataroot: str, version: str, token: str, predictions: str | No
         preds = all_preds[token]
     front = Path(dataroot) / gt.cameras[0].path
     camera = Image.open(front) if front.is_file() else None
-    return beside(draw_bev(vectors, preds, score_threshold), camera, f"{scene['name']}  {token[:8]}  {gt.cameras[0].channel}")
+    title = f"{scene['name']}  {token[:8]}  {gt.cameras[0].channel}"
+    return beside(draw_bev(vectors, preds, score_threshold), camera, title)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,17 @@ import numpy as np
 
 from lisa.map.nuscenes.expansion import LOCATIONS, MapExpansion
 from lisa.map.nuscenes.poses import yaw_quaternion
-from lisa.map.synth import (MapBuilder, SamplePoses, SceneSpec, SensorSpec, empty_expansion, sensor_rig,
-                            write_expansion, write_placeholders, write_tables)
+from lisa.map.synth import (
+    MapBuilder,
+    SamplePoses,
+    SceneSpec,
+    SensorSpec,
+    empty_expansion,
+    sensor_rig,
+    write_expansion,
+    write_placeholders,
+    write_tables,
+)
 
 ROAD_Y = (995.0, 1005.0)
 CROSSING_X = (1040.0, 1044.0)
