@@ -51,18 +51,20 @@ def _pairs(pred_sample: np.ndarray, gt_sample: np.ndarray, num_samples: int) -> 
     return pi, gi
 
 
-def best_gt(pred_lines, pred_sample, gt_lines, gt_sample, num_samples) -> tuple[np.ndarray, np.ndarray]:
-    """Each prediction's best pair score and the index of that GT (-1 where its sample has no GT)."""
+def best_gt(pred_lines, pred_sample, gt_lines, gt_sample, num_samples,
+            within: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each prediction's best pair score and the index of that GT (-1 where no pair matches)."""
     best = np.full(len(pred_lines), NO_MATCH)
     arg = np.full(len(pred_lines), -1, dtype=np.int64)
     pi, gi = _pairs(pred_sample, gt_sample, num_samples)
     if len(pi) == 0:
         return best, arg
-    scores = pair_scores(pred_lines, gt_lines, pi, gi)
+    scores = pair_scores(pred_lines, gt_lines, pi, gi, within)
     order = np.lexsort((gi, -scores, pi))  # per prediction: best score first, then the lowest GT index
     first = np.concatenate([[True], pi[order][1:] != pi[order][:-1]])
     sel = order[first]
-    best[pi[sel]], arg[pi[sel]] = scores[sel], gi[sel]
+    matched = sel[scores[sel] > NO_MATCH]
+    best[pi[matched]], arg[pi[matched]] = scores[matched], gi[matched]
     return best, arg
 
 
@@ -108,7 +110,8 @@ def evaluate(gts: Mapping[str, Sequence[GTVector]], predictions: Mapping[str, Se
                     pr_sample.append(s)
                     conf.append(float(score))
         gl, pl = spec.resample_lines(gt_lines, num_points), spec.resample_lines(pr_lines, num_points)
-        best, arg = best_gt(pl, np.asarray(pr_sample, np.int64), gl, np.asarray(gt_sample, np.int64), len(tokens))
+        best, arg = best_gt(pl, np.asarray(pr_sample, np.int64), gl, np.asarray(gt_sample, np.int64), len(tokens),
+                            within=max(thresholds))
         aps = {f"{t:.1f}": class_ap(best, arg, np.asarray(conf), len(gt_lines), t) for t in thresholds}
         result["ap"][cls] = aps
         result["class_ap"][cls] = float(np.mean(list(aps.values())))

@@ -4,8 +4,8 @@ What it writes under ``out``: ``v1.0-mini/`` (or ``--version``) with the 13 tabl
 with the town's map (v1.3) for one location and empty maps for the other three; the semantic-prior PNG;
 ``samples/LIDAR_TOP/*.pcd.bin`` and ``samples/CAM_*/*.jpg`` for every key frame; ``split.json`` with the
 ``train`` and ``val`` scene names (the last ``val_fraction`` of the scenes, at least one when there are
-two or more). Each scene draws its route, speed, lane offset and calibration from its own generator
-(seeded by ``(seed, scene index)``), so scenes do not change when ``scenes`` does.
+two or more and the fraction is above 0). Each scene draws its route, speed, lane offset and calibration
+from its own generator (seeded by ``(seed, scene index)``), so scenes do not change when ``scenes`` does.
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ def write_synthetic_tree(options: SynthOptions) -> dict:
                 Image.fromarray(img).save(path, quality=90)
             else:
                 lidar_points(texture, sensor2global, rng=rng).tofile(path)
-    n_val = 0 if options.scenes < 2 else max(1, round(options.scenes * options.val_fraction))
+    n_val = 0
+    if options.scenes >= 2 and options.val_fraction > 0:
+        n_val = max(1, round(options.scenes * options.val_fraction))
     names = [s.name for s in scenes]
     split = {"train": names[:len(names) - n_val], "val": names[len(names) - n_val:]}
     (out / "split.json").write_text(json.dumps(split, indent=1))
