@@ -1,4 +1,4 @@
-"""Drawing map vectors: a bird's-eye view of the range (one colour per class) beside the front camera.
+"""Drawing map vectors: a bird's-eye view of the range (one colour per class) beside the cameras.
 
 The BEV shows the LiDAR frame with x to the right and y (forward) up, the range box in grey and the
 sensor as a small triangle. GT lines are drawn in the class colour; with predictions, GT is drawn wide
@@ -54,16 +54,19 @@ def draw_bev(gt: Sequence[tuple[str, np.ndarray]], predictions: Sequence[tuple[s
     return img
 
 
-def beside(bev: Image.Image, camera: Image.Image | None, title: str = "") -> Image.Image:
-    """The BEV with the camera image (as wide as twice the BEV) on its left, at the top."""
-    if camera is None:
+def beside(bev: Image.Image, cameras: Sequence[Image.Image], titles: Sequence[str] = ()) -> Image.Image:
+    """The BEV with camera images (each as wide as twice the BEV) stacked on its left, titled."""
+    if not cameras:
         return bev
-    cam = camera.convert("RGB")
     width = 2 * bev.width
-    cam = cam.resize((width, min(bev.height, max(1, round(cam.height * width / cam.width)))))
-    out = Image.new("RGB", (cam.width + bev.width, bev.height), (255, 255, 255))
-    out.paste(cam, (0, 0))
-    out.paste(bev, (cam.width, 0))
-    if title:
-        ImageDraw.Draw(out).text((6, 4), title, fill=(255, 255, 255))
+    scaled = [c.convert("RGB").resize((width, max(1, round(c.height * width / c.width)))) for c in cameras]
+    out = Image.new("RGB", (width + bev.width, max(bev.height, sum(c.height for c in scaled))), (255, 255, 255))
+    d = ImageDraw.Draw(out)
+    y = 0
+    for k, cam in enumerate(scaled):
+        out.paste(cam, (0, y))
+        if k < len(titles):
+            d.text((6, y + 4), titles[k], fill=(255, 255, 255))
+        y += cam.height
+    out.paste(bev, (width, 0))
     return out

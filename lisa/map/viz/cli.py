@@ -1,4 +1,4 @@
-"""``lisa map show``: draw one sample's GT map vectors (and predictions) beside its front camera."""
+"""``lisa map show``: draw one sample's GT map vectors (and predictions) beside its front and back cameras."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from PIL import Image
 from lisa.map import spec
 from lisa.map.errors import MapDataError
 from lisa.map.viz.bev import beside, draw_bev
+
+SHOWN = ("CAM_FRONT", "CAM_BACK")
 
 
 def render_sample(dataroot: str, version: str, token: str, predictions: str | None = None,
@@ -32,10 +34,11 @@ def render_sample(dataroot: str, version: str, token: str, predictions: str | No
         if token not in all_preds:
             raise MapDataError(f"{predictions} has no predictions for sample {token}")
         preds = all_preds[token]
-    front = Path(dataroot) / gt.cameras[0].path
-    camera = Image.open(front) if front.is_file() else None
-    title = f"{scene['name']}  {token[:8]}  {gt.cameras[0].channel}"
-    return beside(draw_bev(vectors, preds, score_threshold), camera, title)
+    # the front camera, and the back one below it: the BEV reaches 30 m both ways
+    shown = [c for c in gt.cameras if c.channel in SHOWN and (Path(dataroot) / c.path).is_file()]
+    images = [Image.open(Path(dataroot) / c.path) for c in shown]
+    titles = [f"{scene['name']}  {token[:8]}  {c.channel}" for c in shown]
+    return beside(draw_bev(vectors, preds, score_threshold), images, titles)
 
 
 def main(argv: list[str] | None = None) -> int:
