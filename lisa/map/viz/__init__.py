@@ -1,2 +1,2 @@
-"""Pictures of map vectors: ``draw_bev`` (BEV of GT and predictions), ``beside`` (with the front camera),
+"""Pictures of map vectors: ``draw_bev`` (BEV of GT and predictions), ``beside`` (with camera images),
 ``render_sample`` in ``viz.cli`` (what ``lisa map show`` writes)."""
