@@ -1,9 +1,10 @@
-"""Load any supported checkpoint folder into ``LisaForSegmentation`` without network access.
+"""Load any supported checkpoint folder (or Hub id) into ``LisaForSegmentation``.
 
 Supported: released LISA folders (flat ``model_type: "llava"`` config, single/sharded ``.bin`` or
 safetensors, mixed bf16/fp32, with or without CLIP weights), base LLaVA v1 / v1.5 folders, and the
 folders this project writes. CLIP comes from the checkpoint, ``vision_tower=DIR`` or the config's
-path (relative to the folder first); SAM from the checkpoint or an official ``.pth``.
+path (relative to the folder first), else the Hub id it names; SAM from the checkpoint or an
+official ``.pth``. Hub ids go through :mod:`lisa.checkpoint.hub` (the user's cache first).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..model.lisa import LisaForSegmentation
 from ..model.sam import sam_config
 from .errors import CheckpointError, first
 from .files import materialize, read_folder
+from .hub import parse_hub_id, resolve_model
 from .layout import clip_config_from_tensors, lisa_to_internal
 from .sam_keys import load_sam_checkpoint, sam_config_for
 
@@ -61,13 +63,19 @@ def _local_clip(ref: str, folder: Path) -> Path | None:
     return None
 
 
-def resolve_vision(cfg: LisaConfig, folder: Path, internal: dict, vision_tower: str | None):
-    """Returns (CLIPVisionConfig dict, CLIP state dict in our names or None when in the checkpoint)."""
+def resolve_vision(cfg: LisaConfig, folder: Path, internal: dict, vision_tower: str | None, progress: bool = True):
+    """Returns (CLIPVisionConfig dict, CLIP state dict in our names or None when in the checkpoint).
+
+    CLIP comes from ``vision_tower`` or the config's name: a folder (relative to the checkpoint
+    first), else a Hub id such as ``openai/clip-vit-large-patch14``, fetched only when the
+    checkpoint does not carry the CLIP weights itself or ``--vision-tower`` asks for it."""
     ref = vision_tower or cfg.vision_tower
     has_weights = any(k.startswith("vision_tower.vision_tower.") for k in internal)
     clip_dir = _local_clip(ref, folder) if ref else None
+    if clip_dir is None and ref and (vision_tower or not has_weights) and parse_hub_id(ref):
+        clip_dir = resolve_model(ref, progress=progress)
     if vision_tower and clip_dir is None:
-        raise CheckpointError(f"--vision-tower {vision_tower}: no folder with a config.json there")
+        raise CheckpointError(f"--vision-tower {vision_tower}: no folder with a config.json there, nor a Hub id")
     if clip_dir is not None:
         try:
             with _quiet():
@@ -80,17 +88,10 @@ def resolve_vision(cfg: LisaConfig, folder: Path, internal: dict, vision_tower: 
     if has_weights:
         vcfg = cfg.vision or clip_config_from_tensors(internal)
         return vcfg, None
-    if ref:
-        try:  # a hub name already present in the local Hugging Face cache
-            with _quiet():
-                clip = CLIPVisionModel.from_pretrained(ref, local_files_only=True)
-            return clip.config.to_dict(), {"vision_tower.vision_tower." + k: v for k, v in clip.state_dict().items()}
-        except Exception:
-            pass
     raise CheckpointError(
         f"{folder}: the checkpoint has no CLIP vision-tower weights and the vision tower {ref!r} named in "
-        "config.json was not found locally (no network access is used). Pass --vision-tower DIR with a "
-        "local copy of the CLIP model (for LISA: openai/clip-vit-large-patch14).")
+        "config.json is neither a folder here nor a Hub id. Pass --vision-tower with a local CLIP folder "
+        "or a Hub id (for LISA: openai/clip-vit-large-patch14).")
 
 
 @contextlib.contextmanager
@@ -122,15 +123,16 @@ def _check_shapes(model: torch.nn.Module, state: dict, origin: dict, folder: Pat
 def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: str | None = None,
                     sam_checkpoint: str | None = None, precision=None, device=None, quantization=None,
                     model_max_length: int = 512, as_lisa: bool = False, use_mm_start_end: bool = True,
-                    progress: bool = True):
-    """Load ``(model, tokenizer)`` from a checkpoint folder.
+                    progress: bool = True, revision: str | None = None):
+    """Load ``(model, tokenizer)`` from a checkpoint folder or a Hub id (``owner/name[@revision]``,
+    see :mod:`lisa.checkpoint.hub`; ``revision`` may also be given here).
 
     ``as_lisa`` turns a base LLaVA model into a LISA model for training: [SEG] (and im_start/end) are
     added to the tokenizer, SAM comes from ``sam_checkpoint`` (or is random), the [SEG] head is new.
     """
     from ..tokenization import add_lisa_tokens, load_tokenizer, seg_token_id
 
-    folder = Path(path)
+    folder = resolve_model(path, revision=revision, progress=progress)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: checkpoint folder not found")
     cfg = read_config(folder)
@@ -139,7 +141,7 @@ def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: s
     internal, ignored = lisa_to_internal(tensors)
     origin = {k2: origin.get(k) for k, k2 in _renamed(tensors, internal)}
 
-    vcfg, clip_weights = resolve_vision(cfg, folder, internal, vision_tower)
+    vcfg, clip_weights = resolve_vision(cfg, folder, internal, vision_tower, progress)
     cfg.vision = {k: v for k, v in vcfg.items() if k not in ("transformers_version", "architectures")}
     if vision_tower:
         cfg.vision_tower = vision_tower

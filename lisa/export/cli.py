@@ -19,14 +19,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--save_path", required=True, help="output folder")
     ap.add_argument("--format", default="native", choices=["native", "lisa"],
                     help="native: safetensors with every part; lisa: the released LISA layout (.bin shards)")
-    ap.add_argument("--version", default=None, help="base model folder the training started from "
+    ap.add_argument("--version", default=None, help="base model (folder or Hub id) the training started from "
                     "(needed when the source is not inside a run folder)")
     ap.add_argument("--tag", default=None, help="checkpoint tag: best, latest or global_stepN "
                     "(default: best when known, else the newest)")
     ap.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
                     help="dtype of LLM/projector/CLIP (SAM and [SEG] head stay fp32); default: training precision")
     ap.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha (default: the run's, else 16)")
-    ap.add_argument("--vision-tower", "--vision_tower", dest="vision_tower", default=None)
+    ap.add_argument("--vision-tower", "--vision_tower", dest="vision_tower", default=None,
+                    help="CLIP folder or Hub id (overrides the name in config.json)")
     ap.add_argument("--sam_config", default=None)
     ap.add_argument("--no_mm_start_end", dest="use_mm_start_end", action="store_false",
                     help="the original training ran without <im_start>/<im_end>")

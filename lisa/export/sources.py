@@ -119,11 +119,12 @@ def _run_skeleton(run_dir: Path):
 
 def _base_skeleton(version: str, internal: dict, vision_tower, sam_config, use_mm_start_end: bool):
     """Config + tokenizer for a state dict trained from the base folder ``version`` (original flow)."""
+    from ..checkpoint.hub import resolve_model
     from ..checkpoint.loader import read_config, resolve_vision
     from ..checkpoint.sam_keys import hf_to_official, sam_config_for
     from ..tokenization import add_lisa_tokens, load_tokenizer, seg_token_id
 
-    folder = Path(version)
+    folder = resolve_model(version)  # a folder, or a Hub id (owner/name[@revision])
     cfg = read_config(folder)
     tokenizer = load_tokenizer(folder)
     vcfg, clip_weights = resolve_vision(cfg, folder, internal, vision_tower)

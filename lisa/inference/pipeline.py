@@ -61,13 +61,16 @@ class LisaPipeline:
         self.cache = EncodingCache(cache_size)
         self.model_max_length = model_max_length or getattr(tokenizer, "model_max_length", 512)
         self.lock = threading.RLock()
+        self.model_dir = None  # the folder it was loaded from (a Hub id's snapshot), when known
 
     @classmethod
     def from_pretrained(cls, path, *, precision: str | None = None, device: str | None = "auto",
                         vision_tower: str | None = None, sam_config: str | None = None,
                         load_in_4bit: bool = False, load_in_8bit: bool = False, conv_type: str = "llava_v1",
                         max_new_tokens: int = 512, model_max_length: int = 512, cache_size: int = 8,
-                        progress: bool = True) -> "LisaPipeline":
+                        progress: bool = True, revision: str | None = None) -> "LisaPipeline":
+        """``path``: a model folder or a Hub id (``owner/name[@revision]``)."""
+        from ..checkpoint.hub import resolve_model
         from ..checkpoint.loader import load_pretrained
 
         dev = pick_device(device)
@@ -78,10 +81,18 @@ class LisaPipeline:
         quant = "4bit" if load_in_4bit else "8bit" if load_in_8bit else None
         if quant and precision == "fp32" and dev.type == "cuda":
             precision = "fp16"
-        model, tokenizer = load_pretrained(path, vision_tower=vision_tower, sam_config_file=sam_config,
+        folder = resolve_model(path, revision=revision, progress=progress)
+        model, tokenizer = load_pretrained(folder, vision_tower=vision_tower, sam_config_file=sam_config,
                                            precision=precision, device=dev, quantization=quant,
                                            model_max_length=model_max_length, progress=progress)
-        return cls(model, tokenizer, conv_type, max_new_tokens, cache_size, model_max_length)
+        pipe = cls(model, tokenizer, conv_type, max_new_tokens, cache_size, model_max_length)
+        pipe.model_dir = folder
+        return pipe
+
+    @property
+    def segments(self) -> bool:
+        """Whether the model answers with masks (a LISA model); a plain LLaVA model only talks."""
+        return bool(self.model.config.has_seg_head)
 
     @property
     def device(self) -> torch.device:
@@ -133,7 +144,7 @@ class LisaPipeline:
 
     def __call__(self, image, prompt: str, history: list[tuple[str, str]] | None = None,
                  max_new_tokens: int | None = None) -> LisaResult:
-        from ..tokenization import decode, tokenizer_image_token
+        from ..tokenization import decode_answer, tokenizer_image_token
 
         with self.lock:
             t_start = time.perf_counter()
@@ -165,7 +176,7 @@ class LisaPipeline:
                 masks = [m.cpu().numpy() for m in (logits > 0)]
             t_end = time.perf_counter()
             new_ids = [i for i in gen.new_ids if i != self.tokenizer.eos_token_id]
-            text = decode(self.tokenizer, new_ids).replace("</s>", "").strip()
+            text = decode_answer(self.tokenizer, new_ids).replace("</s>", "").strip()
             timings = {
                 "vision_tower": 0.0 if hit else enc.timings["vision_tower"],
                 "sam_encoder": 0.0 if hit else enc.timings["sam_encoder"],

@@ -35,7 +35,7 @@ def build_parser(prog: str = "lisa train") -> argparse.ArgumentParser:
     a("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
       help="set by the deepspeed launcher (otherwise from LOCAL_RANK)")
     a("--version", default="liuhaotian/llava-llama-2-13b-chat-lightning-preview",
-      help="base LLaVA folder or a LISA checkpoint folder to fine-tune")
+      help="base LLaVA or LISA checkpoint to fine-tune: a folder or a Hub id (owner/name[@revision])")
     a("--vis_save_path", default="./vis_output", help="accepted for compatibility; unused")
     a("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
     a("--image_size", type=int, default=1024, help="SAM input size (the model's SAM decides)")
@@ -76,7 +76,8 @@ def build_parser(prog: str = "lisa train") -> argparse.ArgumentParser:
     a("--no_eval", action="store_true")
     a("--eval_only", action="store_true")
     a("--vision_pretrained", default="PATH_TO_SAM_ViT-H",
-      help="official SAM .pth (needed when --version is a base LLaVA model)")
+      help="official SAM .pth, a file or owner/name[@revision]/file on the Hub (needed when --version is a "
+      "base LLaVA model)")
     a("--out_dim", type=int, default=256)
     a("--resume", default="", help="DeepSpeed checkpoint folder (ckpt_model or one of its global_step* tags)")
     a("--print_freq", type=int, default=1)

@@ -9,7 +9,6 @@ As the original (reference 3.2, 3.3, 1.10): LoRA on the LLM linears whose names 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 import torch
@@ -114,9 +113,13 @@ def _sam_checkpoint(args, folder_has_sam: bool) -> str | None:
             return None
         raise ValueError(f"--version {args.version} is a base LLaVA model: pass the official SAM weights with "
                          "--vision_pretrained PATH (e.g. sam_vit_h_4b8939.pth)")
-    if not os.path.isfile(path):
-        raise ValueError(f"--vision_pretrained {path}: file not found")
-    return path
+    from ..checkpoint.errors import CheckpointError
+    from ..checkpoint.hub import resolve_file
+
+    try:
+        return str(resolve_file(path))  # a local file, or owner/name[@revision]/file on the Hub
+    except CheckpointError as e:
+        raise ValueError(f"--vision_pretrained {e}") from e
 
 
 def _fit_new_seg_head(model, out_dim: int) -> None:
@@ -134,14 +137,12 @@ def _fit_new_seg_head(model, out_dim: int) -> None:
 
 def build_model(args):
     """(model, tokenizer, lora settings) ready to be handed to DeepSpeed."""
-    from pathlib import Path
-
+    from ..checkpoint.hub import resolve_model
     from ..checkpoint.loader import load_pretrained, read_config
 
-    folder = Path(args.version)
+    folder = resolve_model(args.version)  # a folder, or a Hub id (owner/name[@revision])
     if not folder.is_dir():
-        raise ValueError(f"--version {args.version}: model folder not found (no network access is used; "
-                         "download the LLaVA / LISA checkpoint first)")
+        raise ValueError(f"--version {args.version}: model folder not found")
     base_cfg = read_config(folder)
     if args.no_seg and base_cfg.has_seg_head:
         raise ValueError(f"--no_seg: {args.version} is a LISA checkpoint; plain LLaVA fine-tuning needs a LLaVA model")

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
 
             torch.set_num_threads(args.threads)
         pipe = load_pipeline(args)
-        examples = None if args.no_examples else model_examples(args.version) or None
+        examples = None if args.no_examples else model_examples(pipe.model_dir) or None
     except (ValueError, OSError) as e:
         print(f"lisa app: {e}", file=sys.stderr)
         return 2
