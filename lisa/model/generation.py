@@ -7,6 +7,8 @@ produced the logits choosing [SEG] is exactly that state, so it is kept as the t
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +26,20 @@ class Generated:
     seg_hidden: torch.Tensor  # [k, H] in order of appearance (prompt [SEG]s first)
     timings: dict[str, float] = field(default_factory=dict)
     token_times: list[float] = field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_argument(decoder_type: type) -> str:
+    # transformers 5.x decoders take the KV cache as ``cache``; earlier 5.x releases call it
+    # ``past_key_values``, which later ones still accept with a FutureWarning.
+    params = inspect.signature(decoder_type.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def run_decoder(decoder, cache, **inputs):
+    """One decoder call that reads and extends the KV ``cache`` (``inputs``: inputs_embeds,
+    attention_mask, ...), under whichever name this transformers version takes it."""
+    return decoder(**inputs, **{_cache_argument(type(decoder)): cache}, use_cache=True)
 
 
 class ReservedLayer(DynamicLayer):
@@ -117,8 +133,7 @@ def build_prefix(model, prefix_ids: list[int], clip_feats: torch.Tensor) -> Pref
     n_img = prefix_ids.count(-200)
     spliced = splice_image_features(ids, model.llm.get_input_embeddings(), [clip_feats] * n_img)
     cache = DynamicCache(config=model.llm.config)
-    model.decoder(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
-                  past_key_values=cache, use_cache=True)
+    run_decoder(model.decoder, cache, inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask)
     return PrefixCache(tuple(prefix_ids), cache, spliced.inputs_embeds.shape[1])
 
 
@@ -144,8 +159,7 @@ def generate(model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_t
     capacity = past_len + spliced.inputs_embeds.shape[1] + max_new_tokens
     cache = reserved_cache(model.llm.config.num_hidden_layers, capacity, reuse)
     mask = torch.ones((1, past_len + spliced.inputs_embeds.shape[1]), dtype=torch.bool, device=device)
-    out = model.decoder(inputs_embeds=spliced.inputs_embeds, attention_mask=mask,
-                        past_key_values=cache, use_cache=True)
+    out = run_decoder(model.decoder, cache, inputs_embeds=spliced.inputs_embeds, attention_mask=mask)
     hidden = out.last_hidden_state
     seg_hidden = []
     if seg_id is not None:
@@ -175,7 +189,7 @@ def generate(model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_t
         step = embed(torch.tensor([[next_id]], device=device))
         length += 1
         mask = torch.ones((1, length), dtype=torch.bool, device=device)
-        out = model.decoder(inputs_embeds=step, attention_mask=mask, past_key_values=cache, use_cache=True)
+        out = run_decoder(model.decoder, cache, inputs_embeds=step, attention_mask=mask)
         last = out.last_hidden_state[:, -1]
     timings["decode"] = sum(token_times)
     h = torch.cat(seg_hidden, 0) if seg_hidden else hidden.new_zeros((0, hidden.shape[-1]))
