@@ -260,12 +260,8 @@ def _tokens_to_string(tokens: list[str], specials: set[str]) -> str:
     return out + _sp_decode(run)
 
 
-def decode(tokenizer, ids) -> str:
-    """Text of ``ids`` as 4.31's ``tokenizer.decode(ids, skip_special_tokens=False)`` gives it.
-
-    Negative ids (``IMAGE_TOKEN_INDEX``, ``IGNORE_INDEX``) are dropped. Added tokens (``[SEG]``...)
-    are joined to the surrounding text with single spaces, e.g. ``"<s> It is [SEG] ."``.
-    """
+def _decoded_parts(tokenizer, ids) -> list[tuple[str, bool]]:
+    """``ids`` as (text, is_added_token) parts: each added token alone, the runs between decoded."""
     ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
     ids = [i for i in ids if i >= 0]
     size = len(tokenizer)
@@ -275,18 +271,53 @@ def decode(tokenizer, ids) -> str:
     base_size = tokenizer.backend_tokenizer.get_vocab_size(with_added_tokens=False)
     specials = {str(t) for t in tokenizer.all_special_tokens}
     tokens = tokenizer.convert_ids_to_tokens(ids)
-    sub_texts, run = [], []
+    parts, run = [], []
     for tid, token in zip(ids, tokens):
         if tid >= base_size:  # 4.31 added_tokens_encoder: tokens appended after the SentencePiece vocab
             if run:
-                sub_texts.append(_tokens_to_string(run, specials))
+                parts.append((_tokens_to_string(run, specials), False))
                 run = []
-            sub_texts.append(token)
+            parts.append((token, True))
         else:
             run.append(token)
     if run:
-        sub_texts.append(_tokens_to_string(run, specials))
-    return " ".join(sub_texts)
+        parts.append((_tokens_to_string(run, specials), False))
+    return parts
+
+
+def decode(tokenizer, ids) -> str:
+    """Text of ``ids`` as 4.31's ``tokenizer.decode(ids, skip_special_tokens=False)`` gives it.
+
+    Negative ids (``IMAGE_TOKEN_INDEX``, ``IGNORE_INDEX``) are dropped. Added tokens (``[SEG]``...)
+    are joined to the surrounding text with single spaces, e.g. ``"<s> It is [SEG] ."``.
+    """
+    return " ".join(text for text, _ in _decoded_parts(tokenizer, ids))
+
+
+# Punctuation that is written against the word before it / after it.
+_CLOSING = tuple(".,;:!?)]}%")
+_OPENING = tuple("([{")
+
+
+def decode_answer(tokenizer, ids) -> str:
+    """An answer's text for people: :func:`decode`, except that an added token and the punctuation
+    next to it are not split by a space: ``"Sure, [SEG]."`` where :func:`decode` gives
+    ``"Sure, [SEG] ."``. Encoding strips the whitespace around added tokens and starts the next
+    chunk with SentencePiece's dummy ``"▁"``, so that space is an artefact of the join, not of the
+    answer; the ids themselves are unchanged."""
+    out = ""
+    prev_added = False
+    for i, (text, added) in enumerate(_decoded_parts(tokenizer, ids)):
+        if i == 0:
+            out = text
+        elif not added and prev_added and text.lstrip(" ").startswith(_CLOSING):
+            out += text.lstrip(" ")
+        elif added and not prev_added and out.endswith(_OPENING):
+            out += text
+        else:
+            out += " " + text
+        prev_added = added
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

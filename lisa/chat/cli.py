@@ -29,7 +29,7 @@ def run_one(pipe, image_path: str, prompt: str, vis_save_path: str, as_json: boo
         print("text_output:", result.text)
         for f in files:
             print(f"{f} has been saved.")
-        if not result.masks:
+        if not result.masks and pipe.segments:  # a plain LLaVA model never makes masks
             print("(no [SEG] in the answer: no mask)")
     return report
 

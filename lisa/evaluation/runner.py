@@ -78,7 +78,7 @@ def _teacher(model, tokenizer, item, conv_type) -> tuple[list, list, list]:
 @torch.no_grad()
 def _generate(model, tokenizer, item, conv_type, max_new_tokens) -> tuple[list, list, list]:
     from ..model.generation import generate
-    from ..tokenization import decode, tokenizer_image_token
+    from ..tokenization import decode_answer, tokenizer_image_token
 
     device = _model_device(model)
     clip_feats = model.encode_clip(item["images_clip"][None].to(device))[0]
@@ -95,7 +95,7 @@ def _generate(model, tokenizer, item, conv_type, max_new_tokens) -> tuple[list, 
         ids = torch.tensor([tokenizer_image_token(prompt, tokenizer)], dtype=torch.long)
         gen = generate(model, ids, clip_feats, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id)
         counts.append(int(gen.seg_hidden.shape[0]))
-        answers.append(decode(tokenizer, [t for t in gen.new_ids if t != tokenizer.eos_token_id]).strip())
+        answers.append(decode_answer(tokenizer, [t for t in gen.new_ids if t != tokenizer.eos_token_id]).strip())
         if gen.seg_hidden.shape[0]:
             emb = model.seg_embeddings(gen.seg_hidden[:1])
             logits = model.decode_masks(sam_emb, emb, tuple(item["resize"]), (int(h), int(w)))

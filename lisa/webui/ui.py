@@ -132,7 +132,7 @@ class SegmentApp:
         state = {"key": key, "history": history}
         overlay = overlay_all(arr, masks) if masks else arr
         files = self._mask_files(masks)
-        status = "" if masks else "No `[SEG]` in the answer, so no mask."
+        status = "No `[SEG]` in the answer, so no mask." if self.pipe.segments and not masks else ""
         return (overlay, files or None, result.text, render_conversation(history),
                 format_timings(result.timings, result.cache_hit, len(masks)), status, state)
 
