@@ -66,9 +66,10 @@ def shapes_examples(out_dir: Path, n: int = 3) -> list[list[str]]:
 
 def run_examples(model_dir, out_dir, seed: int = 0, device: str = "cpu", progress: bool = False
                  ) -> list[ExampleResult]:
-    """Answer two queries about ``sample_fresh(seed)``; write ``example_<i>.png`` overlays."""
+    """Answer two queries about ``sample_fresh(seed)``; write ``example_<i>.png``: the image, enlarged,
+    beside its overlay."""
     from ..inference.pipeline import LisaPipeline
-    from ..inference.visualize import overlay_all
+    from ..inference.visualize import picture
     from .shapes import sample_fresh
 
     out_dir = Path(out_dir)
@@ -89,6 +90,6 @@ def run_examples(model_dir, out_dir, seed: int = 0, device: str = "cpu", progres
             ignore |= shapes[j].mask(h, w)
         iou = _iou(res.masks[0], gt, ignore) if res.masks else None
         path = out_dir / f"example_{i}.png"
-        Image.fromarray(overlay_all(arr, res.masks[:1])).save(path)
+        Image.fromarray(picture(arr, res.masks[:1])).save(path)
         results.append(ExampleResult(prompt, res.text, iou, str(path)))
     return results
