@@ -43,7 +43,7 @@ def enlarge(image: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> tuple[np.nda
 
 
 def _erode(mask: np.ndarray, width: int) -> np.ndarray:
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)  # every pixel within ``width`` (8-neighbour)
     return cv2.erode(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
 
 
