@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.hub import FakeHub, repo_from_folder
 from PIL import Image
 
+from helpers.hub import FakeHub, repo_from_folder
 from lisa.checkpoint.errors import CheckpointError
 from lisa.checkpoint.hub import HubId, needed_files, parse_hub_id, resolve_file, resolve_model
 
@@ -161,7 +161,7 @@ def test_hub_errors_name_the_id_and_the_token_opens_a_gated_repo(published, tmp_
         with_token = _resolve(_env(hub.url, tmp_path / "b", token=TOKEN), GATED_ID)
     missing = out["someone/missing"]["error"]
     assert missing.startswith("CheckpointError: someone/missing:") and "has no model someone/missing" in missing
-    assert f"no revision 'nope'" in out[f"{CLIP_ID}@nope"]["error"] and CLIP_ID in out[f"{CLIP_ID}@nope"]["error"]
+    assert "no revision 'nope'" in out[f"{CLIP_ID}@nope"]["error"] and CLIP_ID in out[f"{CLIP_ID}@nope"]["error"]
     gated = out[GATED_ID]["error"]
     assert gated.startswith(f"CheckpointError: {GATED_ID}:") and "gated" in gated and "HF_TOKEN" in gated
     assert out[f"{CLIP_ID}@v1"]["files"] == needed[CLIP_ID]
@@ -187,5 +187,6 @@ def test_a_missing_hub_file_names_the_file(published, tmp_path):
         bad = subprocess.run([sys.executable, "-c", code, f"{CLIP_ID}@v1/sam_vit_h.pth"], env=env,
                              capture_output=True, text=True, timeout=120)
     path = Path(ok.stdout.strip().splitlines()[-1])
-    assert path.name == "config.json" and json.loads(path.read_text()) == json.loads(repos[CLIP_ID].files["config.json"])
+    assert path.name == "config.json"
+    assert json.loads(path.read_text()) == json.loads(repos[CLIP_ID].files["config.json"])
     assert "ERR" in bad.stdout and "has no file 'sam_vit_h.pth'" in bad.stdout

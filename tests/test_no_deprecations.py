@@ -7,10 +7,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from helpers.train import data_tree
 from PIL import Image
 
 import lisa
+from helpers.train import data_tree
 
 LISA_DIR = str(Path(lisa.__file__).resolve().parent)
 DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
