@@ -109,7 +109,7 @@ def _image(value):
 
 def test_worker_groups_a_turn_by_image_and_bounds_the_queue():
     pipe = FakePipe()
-    worker = ModelWorker(pipe, max_queue=4, max_batch=4)
+    worker = ModelWorker(pipe, max_queue=4, max_batch=4, decode_together=False)
     worker.start()
 
     async def scenario():

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, SEG_TOKEN
+from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SEG_TOKEN
 from ..conversation import get_template
 from ..model.generation import build_prefix, generate, image_prefix_length, use_decoding_layout
 from ..preprocess import as_rgb_array, clip_preprocess, sam_preprocess
 from .cache import EncodingCache, ImageEncoding, image_key
+from .request import GenerationRequest, TextStream
 
 MAX_PROMPT_CHARS = 4000
 
@@ -29,6 +30,8 @@ class LisaResult:
     output_ids: list[int] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     cache_hit: bool = False
+    finish_reason: str = "stop"  # "length" when the token budget ran out
+    prompt_tokens: int = 0
 
     @property
     def mask_areas(self) -> list[int]:
@@ -144,47 +147,96 @@ class LisaPipeline:
 
     def __call__(self, image, prompt: str, history: list[tuple[str, str]] | None = None,
                  max_new_tokens: int | None = None) -> LisaResult:
-        from ..tokenization import decode_answer, tokenizer_image_token
+        return self.run(GenerationRequest(image, prompt, history, max_new_tokens=max_new_tokens))
 
+    def run(self, request: GenerationRequest) -> LisaResult:
+        """One request: its prompt, image encoding, generation (streamed through ``request.on_text``
+        when asked) and the masks of this turn's [SEG]s."""
         with self.lock:
-            t_start = time.perf_counter()
-            text_prompt = self.build_prompt(prompt, history)
-            enc, hit = self.encode_image(image)
-            ids = tokenizer_image_token(text_prompt, self.tokenizer)
-            n_ctx = len(ids) - 1 + enc.clip_feats.shape[0]
-            max_pos = int(getattr(self.model.llm.config, "max_position_embeddings", 10**9))
-            budget = min(max_new_tokens or self.max_new_tokens, max_pos - n_ctx)
-            if budget <= 0:
-                raise ValueError(f"the prompt uses {n_ctx} positions; the model allows {max_pos}")
-            input_ids = torch.tensor([ids], dtype=torch.long)
-            n_prefix = image_prefix_length(ids)
+            prep = self.prepare(request)
             t_prefix = time.perf_counter()
+            ids, enc = prep.ids, prep.encoding
+            n_prefix = image_prefix_length(ids)
             if self.cache.max_items > 0 and n_prefix and (enc.prefix is None or not enc.prefix.matches(ids)):
                 enc.prefix = build_prefix(self.model, ids[:n_prefix], enc.clip_feats)
             t_prefix = time.perf_counter() - t_prefix
-            gen = generate(self.model, input_ids, enc.clip_feats, max_new_tokens=budget,
-                           eos_token_id=self.tokenizer.eos_token_id, prefix=enc.prefix)
-            t_mask = time.perf_counter()
-            masks: list[np.ndarray] = []
+            gen = generate(self.model, torch.tensor([ids], dtype=torch.long), enc.clip_feats,
+                           max_new_tokens=prep.budget, eos_token_id=self.tokenizer.eos_token_id, prefix=enc.prefix,
+                           pick=request.sampling.picker(), on_token=prep.stream)
+            return self.finish(prep, gen, t_prefix)
+
+    def prepare(self, request: GenerationRequest) -> "Prepared":
+        """Prompt ids, the image encoding and the token budget (``ValueError`` for a prompt that does
+        not fit the model's context)."""
+        from ..tokenization import tokenizer_image_token
+
+        t_start = time.perf_counter()
+        if request.prompt_text is not None:  # formatted by the client: its [SEG]s all belong to earlier turns
+            text_prompt = request.prompt_text
+            wrapped = IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN
+            if self.model.config.mm_use_im_start_end and wrapped not in text_prompt:
+                text_prompt = text_prompt.replace(IMAGE_TOKEN, wrapped)
+            n_old = text_prompt.count(SEG_TOKEN)
+        else:
+            text_prompt = self.build_prompt(request.prompt, request.history)
             # [SEG]s of earlier turns were answered then: only this turn's (typed or generated) count
-            n_old = sum(u.count(SEG_TOKEN) + (a or "").count(SEG_TOKEN) for u, a in history or [])
-            seg_hidden = gen.seg_hidden[n_old:]
-            if self.model.config.has_seg_head and seg_hidden.shape[0]:
-                with torch.no_grad():
-                    emb = self.model.seg_embeddings(seg_hidden)
-                    logits = self.model.decode_masks(enc.sam_embedding, emb, enc.resize, enc.original_size)
-                masks = [m.cpu().numpy() for m in (logits > 0)]
-            t_end = time.perf_counter()
-            new_ids = [i for i in gen.new_ids if i != self.tokenizer.eos_token_id]
-            text = decode_answer(self.tokenizer, new_ids).replace("</s>", "").strip()
-            timings = {
-                "vision_tower": 0.0 if hit else enc.timings["vision_tower"],
-                "sam_encoder": 0.0 if hit else enc.timings["sam_encoder"],
-                "prefill": t_prefix + gen.timings["prefill"],
-                "decode": gen.timings["decode"],
-                "tokens": len(gen.new_ids),
-                "per_token": gen.token_times,
-                "mask_decode": t_end - t_mask,
-                "total": t_end - t_start,
-            }
-            return LisaResult(text, masks, gen.new_ids, timings, hit)
+            n_old = sum(u.count(SEG_TOKEN) + (a or "").count(SEG_TOKEN) for u, a in request.history or [])
+        enc, hit = self.encode_image(request.image)
+        ids = tokenizer_image_token(text_prompt, self.tokenizer)
+        n_ctx = len(ids) - ids.count(IMAGE_TOKEN_INDEX) + ids.count(IMAGE_TOKEN_INDEX) * enc.clip_feats.shape[0]
+        max_pos = int(getattr(self.model.llm.config, "max_position_embeddings", 10**9))
+        budget = min(request.max_new_tokens or self.max_new_tokens, max_pos - n_ctx)
+        if budget <= 0:
+            raise ValueError(f"the prompt uses {n_ctx} positions; the model allows {max_pos}")
+        stream = TextStream(lambda new: answer_text(self.tokenizer, new), request) if request.streams else None
+        return Prepared(ids, enc, hit, budget, n_old, n_ctx, stream, t_start)
+
+    def finish(self, prep: "Prepared", gen, t_prefix: float = 0.0) -> LisaResult:
+        """Masks of this turn's [SEG]s, the answer text and the timings of one generation."""
+        enc = prep.encoding
+        t_mask = time.perf_counter()
+        masks: list[np.ndarray] = []
+        seg_hidden = gen.seg_hidden[prep.n_old_segs:]
+        if self.model.config.has_seg_head and seg_hidden.shape[0]:
+            with torch.no_grad():
+                emb = self.model.seg_embeddings(seg_hidden)
+                logits = self.model.decode_masks(enc.sam_embedding, emb, enc.resize, enc.original_size)
+            masks = [m.cpu().numpy() for m in (logits > 0)]
+        t_end = time.perf_counter()
+        text = answer_text(self.tokenizer, gen.new_ids)
+        ended = bool(gen.new_ids) and gen.new_ids[-1] == self.tokenizer.eos_token_id
+        if prep.stream is not None:
+            ended = ended or prep.stream.stopped_text is not None
+            text = prep.stream.finish(text)
+        timings = {
+            "vision_tower": 0.0 if prep.cache_hit else enc.timings["vision_tower"],
+            "sam_encoder": 0.0 if prep.cache_hit else enc.timings["sam_encoder"],
+            "prefill": t_prefix + gen.timings["prefill"],
+            "decode": gen.timings["decode"],
+            "tokens": len(gen.new_ids),
+            "per_token": gen.token_times,
+            "mask_decode": t_end - t_mask,
+            "total": t_end - prep.t_start,
+        }
+        reason = "stop" if ended or len(gen.new_ids) < prep.budget else "length"
+        return LisaResult(text, masks, gen.new_ids, timings, prep.cache_hit, reason, prep.prompt_tokens)
+
+
+@dataclass
+class Prepared:
+    ids: list[int]
+    encoding: ImageEncoding
+    cache_hit: bool
+    budget: int  # new tokens allowed
+    n_old_segs: int  # [SEG]s of earlier turns (their hidden states come first and get no mask)
+    prompt_tokens: int  # context positions of the prompt, image features included
+    stream: TextStream | None
+    t_start: float
+
+
+def answer_text(tokenizer, new_ids: list[int]) -> str:
+    """The answer as shown to users: the generated ids without the end of sequence."""
+    from ..tokenization import decode_answer
+
+    ids = [i for i in new_ids if i != tokenizer.eos_token_id]
+    return decode_answer(tokenizer, ids).replace("</s>", "").strip()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -140,10 +141,13 @@ def build_prefix(model, prefix_ids: list[int], clip_feats: torch.Tensor) -> Pref
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_tokens: int = 512,
              eos_token_id: int | None = 2, stop_ids: tuple[int, ...] = (),
-             prefix: PrefixCache | None = None) -> Generated:
+             prefix: PrefixCache | None = None, pick: Callable[[torch.Tensor], int] | None = None,
+             on_token: Callable[[int], bool | None] | None = None) -> Generated:
     """``input_ids`` [1, T] (with image tokens), ``clip_feats`` [P, H] (projected features of its image).
 
-    With a matching ``prefix``, prefilling starts from a copy of its KV cache."""
+    With a matching ``prefix``, prefilling starts from a copy of its KV cache. ``pick`` turns the
+    logits [1, V] into the next id (default: argmax, greedy); ``on_token`` sees every new id as it is
+    chosen (streaming) and ends the generation early by returning True (a stop string, a client gone)."""
     if input_ids.shape[0] != 1:
         raise ValueError("generate() takes one prompt at a time")
     seg_id = model.seg_token_id
@@ -177,14 +181,15 @@ def generate(model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_t
     t_prev = time.perf_counter()
     for _ in range(max_new_tokens):
         logits = model.lm_head(last)
-        next_id = int(logits.argmax(-1))
+        next_id = int(logits.argmax(-1)) if pick is None else pick(logits)
         new_ids.append(next_id)
         if seg_id is not None and next_id == seg_id:
             seg_hidden.append(last)
         now = time.perf_counter()
         token_times.append(now - t_prev)  # token k: decoder step of token k-1 + its LM head
         t_prev = now
-        if next_id in stops or len(new_ids) >= max_new_tokens:
+        stop_here = on_token is not None and bool(on_token(next_id))
+        if stop_here or next_id in stops or len(new_ids) >= max_new_tokens:
             break
         step = embed(torch.tensor([[next_id]], device=device))
         length += 1

@@ -1,34 +1,40 @@
-"""The FastAPI application: ``create_app(pipe, settings)``.
+"""The FastAPI application: ``create_app(models, settings)``, the one app of every way to serve.
 
-Routes: ``POST /v1/segment``, ``POST /v1/chat``, ``GET /v1/model``, ``GET /health`` (and FastAPI's
-``/openapi.json``). Every error is ``{"error": {"code", "message", "request_id"}}`` with a 4xx status
-for bad input, 503 + ``Retry-After`` when the queue is full and 500 (no traceback) for model errors.
+``models`` is a pipeline, or a dict from model name to pipeline or backend: pipelines run in this
+process (``LocalBackend``); under Ray Serve the same app gets ``RayBackend``s that reach the model
+replicas. Routes: ``POST /v1/segment``, ``POST /v1/chat`` (``?stream=true`` for server-sent events),
+``GET /v1/model``, ``GET /health``, FastAPI's ``/openapi.json``, the OpenAI-compatible routes
+(``openai_api``) and LLaVA's controller/worker protocol (``llava_protocol``). Every error is
+``{"error": {"code", "message", "request_id"}}`` with a 4xx status for bad input, 503 +
+``Retry-After`` when the model is busy and 500 (no traceback) for model errors.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import math
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..inference.pipeline import MAX_PROMPT_CHARS
+from ..inference.request import GenerationRequest
+from .backend import LocalBackend
+from .context import ServeContext
 from .inputs import ApiError, check_max_new_tokens, check_prompt, decode_base64, decode_image, history_from_messages
+from .llava_protocol import add_llava_routes
 from .masks import describe_mask
 from .middleware import RequestLimits
-from .queue import ModelWorker, QueueFull
+from .openai_api import add_openai_routes, sse
 from .schemas import ChatJSON, ErrorResponse, Health, ModelInfo, SegmentJSON, SegmentResponse
 
 log = logging.getLogger("lisa.serve")
@@ -43,22 +49,28 @@ class ServeSettings:
     max_new_tokens: int = 512  # the cap for a per-request max_new_tokens, and the default
     max_queue: int = 16
     max_batch: int = 4
+    batch_wait_ms: float = 0.0  # after the first request of a turn, wait this long for more to batch
+    decode_together: bool = True  # a turn's requests share one batched generation
     retry_after_s: int = 1
     api_key: str | None = None
     version: str = ""
+    image_dir: str | None = None  # local image paths in OpenAI requests must lie in this folder
 
     def __post_init__(self):
         if not 1 <= self.max_prompt_chars <= MAX_PROMPT_CHARS:
             raise ValueError(f"max_prompt_chars must be between 1 and {MAX_PROMPT_CHARS}, not {self.max_prompt_chars}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, not {self.max_new_tokens}")
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"batch_wait_ms must be >= 0, not {self.batch_wait_ms}")
 
 
 ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in [
     (400, "the image or body cannot be decoded"), (401, "missing or wrong API key"),
-    (413, "body or image too large"), (415, "unsupported media type"),
+    (404, "no model of that name"), (413, "body or image too large"), (415, "unsupported media type"),
     (422, "invalid field (empty or over-long prompt, bad messages, ...)"),
-    (500, "model error; quote the request id"), (503, "queue full; retry after Retry-After seconds")]}
+    (500, "model error; quote the request id"),
+    (503, "model busy (queue full, out of memory, no replica); retry after Retry-After seconds")]}
 
 
 def _body_doc(json_model, form_fields: dict) -> dict:
@@ -127,19 +139,45 @@ async def _read_fields(request: Request, json_model) -> dict:
                    f"Content-Type {shown!r} is not supported; send application/json or multipart/form-data")
 
 
-def create_app(pipe, settings: ServeSettings | None = None) -> FastAPI:
+def as_backends(models, settings: ServeSettings) -> dict:
+    """A pipeline, or a dict of pipelines and backends -> ``{name: backend}``."""
+    if not isinstance(models, dict):
+        models = {"lisa": models}
+    return {name: m if hasattr(m, "generate") and hasattr(m, "stream") else LocalBackend(name, m, settings)
+            for name, m in models.items()}
+
+
+def answer_json(answer, mask_format: str, image, t_dec: float, t0: float, request_id: str) -> dict:
+    t_enc = time.perf_counter()
+    masks = [describe_mask(m, mask_format) for m in answer.masks]
+    t_enc = time.perf_counter() - t_enc
+    rt = answer.timings
+    timings = {"queue_wait": answer.queue_wait, "image_decode": t_dec,
+               **{k: rt[k] for k in ("vision_tower", "sam_encoder", "prefill", "decode", "tokens", "mask_decode")},
+               "model": rt["total"], "encode_masks": t_enc, "total": time.perf_counter() - t0}
+    return {"request_id": request_id, "text": answer.text, "masks": masks, "mask_format": mask_format,
+            "image_size": [int(image.shape[0]), int(image.shape[1])], "cache_hit": answer.cache_hit,
+            "timings": timings, "batch": {"size": answer.batch_size, "index": answer.batch_index},
+            "model": answer.model, "replica": answer.replica, "finish_reason": answer.finish_reason}
+
+
+def create_app(models, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
-    worker = ModelWorker(pipe, settings.max_queue, settings.max_batch)
+    ctx = ServeContext(as_backends(models, settings), settings)
 
     @asynccontextmanager
     async def lifespan(app):
-        worker.start()
+        for backend in ctx.backends.values():
+            getattr(backend, "start", lambda: None)()
         yield
-        worker.stop()
+        for backend in ctx.backends.values():
+            getattr(backend, "stop", lambda: None)()
 
     app = FastAPI(title="LISA segmentation API", version="1", lifespan=lifespan,
                   description="Reasoning segmentation: an image and an instruction in, the answer and its masks out.")
-    app.state.worker, app.state.settings, app.state.pipe = worker, settings, pipe
+    first = next(iter(ctx.backends.values()))
+    app.state.ctx, app.state.settings = ctx, settings
+    app.state.worker, app.state.pipe = getattr(first, "worker", None), getattr(first, "pipe", None)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
 
     @app.exception_handler(ApiError)
@@ -161,16 +199,11 @@ def create_app(pipe, settings: ServeSettings | None = None) -> FastAPI:
         return JSONResponse({"error": {"code": "internal_error", "message": "internal server error",
                                        "request_id": rid}}, 500, headers={"x-request-id": rid})
 
-    def require_key(request: Request):
-        if settings.api_key is None:
-            return
-        auth = request.headers.get("authorization", "")
-        given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-        if not given or not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-            raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer <key> "
-                                                "or X-API-Key: <key>)", {"WWW-Authenticate": "Bearer"})
+    require_key = ctx.require_key
 
-    async def answer(request: Request, fields: dict, prompt: str, history, mask_format: str, t0: float):
+    async def answer(request: Request, fields: dict, prompt: str, history, mask_format: str, t0: float,
+                     stream: bool):
+        backend = ctx.backend(fields.get("model"))
         max_new = check_max_new_tokens(fields.get("max_new_tokens"), settings.max_new_tokens)
         if max_new is None:
             max_new = settings.max_new_tokens
@@ -178,58 +211,64 @@ def create_app(pipe, settings: ServeSettings | None = None) -> FastAPI:
         image = await run_in_threadpool(decode_image, fields["image"], settings.max_pixels)
         t_dec = time.perf_counter() - t_dec
         rid = request.state.request_id
-        try:
-            job = await worker.run(image, prompt, history, max_new, rid)
-        except QueueFull as e:
-            wait = max(settings.retry_after_s, math.ceil(worker.depth * worker.seconds_per_request))
-            raise ApiError(503, "queue_full", f"{e}; retry in about {wait} s", {"Retry-After": str(wait)}) from None
-        except ValueError as e:
-            if str(e).startswith("the prompt"):  # the pipeline's own input checks (e.g. context length)
-                raise ApiError(422, "invalid_prompt", str(e)) from None
-            raise ApiError(500, "model_error", f"the model failed on this request (request id {rid})") from None
-        except Exception:  # noqa: BLE001 - logged with its traceback by the worker
-            raise ApiError(500, "model_error", f"the model failed on this request (request id {rid})") from None
-        result = job.result
-        t_enc = time.perf_counter()
-        new_masks = result.masks
-        masks = await run_in_threadpool(lambda: [describe_mask(m, mask_format) for m in new_masks])
-        t_enc = time.perf_counter() - t_enc
-        rt = result.timings
-        timings = {"queue_wait": job.queue_wait, "image_decode": t_dec,
-                   **{k: rt[k] for k in ("vision_tower", "sam_encoder", "prefill", "decode", "tokens", "mask_decode")},
-                   "model": rt["total"], "encode_masks": t_enc, "total": time.perf_counter() - t0}
-        return {"request_id": rid, "text": result.text, "masks": masks, "mask_format": mask_format,
-                "image_size": [int(image.shape[0]), int(image.shape[1])], "cache_hit": result.cache_hit,
-                "timings": timings, "batch": {"size": job.batch_size, "index": job.batch_index}}
+        job = GenerationRequest(image, prompt, history, max_new_tokens=max_new)
+        if not stream:
+            result = await ctx.generate(backend, job, rid)
+            body = await run_in_threadpool(answer_json, result, mask_format, image, t_dec, t0, rid)
+            return JSONResponse(body, headers={"x-lisa-replica": result.replica} if result.replica else None)
+        events = await ctx.stream(backend, job, rid)
+
+        async def body():
+            async for event in events:
+                if "text" in event:
+                    yield sse({"text": event["text"]}, "text")
+                elif "answer" in event:
+                    yield sse(await run_in_threadpool(answer_json, event["answer"], mask_format, image, t_dec, t0,
+                                                      rid), "answer")
+                else:
+                    err = event["error"]
+                    yield sse({"error": {"code": err.code, "message": err.message, "request_id": rid}}, "error")
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     mask_query = Query("rle", description="rle: COCO compressed RLE; png: base64 PNG per mask")
+    stream_query = Query(False, description="answer as server-sent events: `text` pieces, then the `answer`")
 
     @app.post("/v1/segment", response_model=SegmentResponse, responses=ERRORS, dependencies=[Depends(require_key)],
-              openapi_extra=_body_doc(SegmentJSON, {"prompt": "the instruction"}))
-    async def segment(request: Request, mask_format: MaskFormat = mask_query):
+              openapi_extra=_body_doc(SegmentJSON, {"prompt": "the instruction", "model": "model name"}))
+    async def segment(request: Request, mask_format: MaskFormat = mask_query, stream: bool = stream_query):
         """Segment what the prompt asks for in the image (multipart ``image`` + ``prompt``, or JSON)."""
         t0 = time.perf_counter()
         fields = await _read_fields(request, SegmentJSON)
         prompt = check_prompt(fields.get("prompt"), settings.max_prompt_chars)
-        return await answer(request, fields, prompt, None, mask_format, t0)
+        return await answer(request, fields, prompt, None, mask_format, t0, stream)
 
     @app.post("/v1/chat", response_model=SegmentResponse, responses=ERRORS, dependencies=[Depends(require_key)],
-              openapi_extra=_body_doc(ChatJSON, {"messages": "JSON list of {role, content}"}))
-    async def chat(request: Request, mask_format: MaskFormat = mask_query):
+              openapi_extra=_body_doc(ChatJSON, {"messages": "JSON list of {role, content}", "model": "model name"}))
+    async def chat(request: Request, mask_format: MaskFormat = mask_query, stream: bool = stream_query):
         """Answer the last user message of a conversation about one image (the image encoding is cached)."""
         t0 = time.perf_counter()
         fields = await _read_fields(request, ChatJSON)
         history, prompt = history_from_messages(fields.get("messages"), settings.max_prompt_chars)
-        return await answer(request, fields, prompt, history, mask_format, t0)
+        return await answer(request, fields, prompt, history, mask_format, t0, stream)
 
     @app.get("/health", response_model=Health)
     async def health():
-        return {"status": "ok", "queue_depth": worker.depth, "max_queue": worker.max_queue,
-                "served": worker.served, "failed": worker.failed}
+        """``ok`` when every model can answer (503 and ``degraded`` otherwise), with each model's state."""
+        models = {name: await backend.health() for name, backend in ctx.backends.items()}
+        ok = all(m.get("status") == "ok" for m in models.values())
+        total = {k: sum(int(m.get(k) or 0) for m in models.values())
+                 for k in ("queue_depth", "max_queue", "served", "failed")}
+        return JSONResponse({"status": "ok" if ok else "degraded", **total, "models": models}, 200 if ok else 503)
 
-    @app.get("/v1/model", response_model=ModelInfo, responses={401: ERRORS[401]}, dependencies=[Depends(require_key)])
-    async def model_info():
-        return describe_model(pipe, settings, worker)
+    @app.get("/v1/model", response_model=ModelInfo, responses={401: ERRORS[401], 404: ERRORS[404]},
+             dependencies=[Depends(require_key)])
+    async def model_info(model: str | None = None):
+        """What is loaded (of ``model``, or the first model), its limits, cache and batching counters."""
+        return await ctx.backend(model).info()
+
+    add_openai_routes(app, ctx)
+    add_llava_routes(app, ctx)
 
     default_openapi = app.openapi
 
@@ -243,29 +282,3 @@ def create_app(pipe, settings: ServeSettings | None = None) -> FastAPI:
 
     app.openapi = openapi
     return app
-
-
-def describe_model(pipe, settings: ServeSettings, worker: ModelWorker) -> dict:
-    model = pipe.model
-    cfg = model.config
-    llm_cfg = model.llm.config
-    weight = model.llm.get_input_embeddings().weight
-    quant = getattr(model, "quantization", None) or getattr(llm_cfg, "quantization_config", None)
-    if quant is not None and not isinstance(quant, str):
-        quant = getattr(quant, "quant_method", None) or type(quant).__name__
-    return {
-        "version": settings.version,
-        "llm": {k: getattr(llm_cfg, k, None) for k in ("model_type", "hidden_size", "num_hidden_layers",
-                                                        "vocab_size", "max_position_embeddings")},
-        "has_seg_head": bool(cfg.has_seg_head),
-        "clip_image_size": int(cfg.clip_image_size), "sam_image_size": int(cfg.sam_image_size),
-        "dtype": str(weight.dtype).replace("torch.", ""), "device": str(weight.device),
-        "quantization": None if quant is None else str(quant),
-        "conv_type": pipe.conv_type, "max_new_tokens": settings.max_new_tokens,
-        "limits": {k: v for k, v in asdict(settings).items()
-                   if k in ("max_body_bytes", "max_pixels", "max_prompt_chars", "max_new_tokens")},
-        "batching": {"max_queue": worker.max_queue, "max_batch": worker.max_batch, "turns": worker.turns,
-                     "largest_batch": worker.largest_batch},
-        "cache": {"size": len(pipe.cache), "max_items": pipe.cache.max_items, "hits": pipe.cache.hits,
-                  "misses": pipe.cache.misses},
-    }

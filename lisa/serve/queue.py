@@ -1,10 +1,11 @@
 """A bounded queue in front of the model and the one thread that runs it.
 
 The event loop never touches the model: requests become ``Job``s, a single worker thread takes up to
-``max_batch`` of them per turn and answers them through their asyncio futures. "Batching" here means
-the jobs of one turn are grouped by image and run back to back under ``pipe.lock``, so each distinct
-image is encoded (CLIP + SAM image encoder) once per turn; the language model still decodes one
-request at a time, so the answers are exactly those of single requests.
+``max_batch`` of them per turn (waiting at most ``batch_wait_ms`` for more after the first) and
+answers them through their asyncio futures. A turn of several jobs is decoded together, one batched
+forward pass per step (``decode_together``, the default); without it the jobs are grouped by image
+and run back to back. Either way each image is encoded (CLIP + SAM image encoder) once, and a turn of
+one plain request runs the pipeline exactly as a lone request.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..inference.batching import run_batch
 from ..inference.cache import image_key
+from ..inference.request import GenerationRequest
 
 log = logging.getLogger("lisa.serve")
 
@@ -29,15 +32,18 @@ class QueueFull(Exception):
 
 @dataclass
 class Job:
-    image: np.ndarray
-    prompt: str
-    history: list[tuple[str, str]] | None
-    max_new_tokens: int | None
+    request: GenerationRequest
     request_id: str
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
     key: str = ""
+
+    @property
+    def plain(self) -> bool:
+        """What the first API served: an instruction, greedy, no streaming (``pipe(...)`` answers it)."""
+        r = self.request
+        return r.prompt_text is None and r.sampling.greedy and not r.streams
 
 
 @dataclass
@@ -58,11 +64,15 @@ def _deliver(future: asyncio.Future, value=None, error: BaseException | None = N
 
 
 class ModelWorker:
-    def __init__(self, pipe, max_queue: int = 16, max_batch: int = 4):
-        if max_queue < 1 or max_batch < 1:
-            raise ValueError(f"max_queue and max_batch must be >= 1 (got {max_queue}, {max_batch})")
+    def __init__(self, pipe, max_queue: int = 16, max_batch: int = 4, batch_wait_ms: float = 0.0,
+                 decode_together: bool = True):
+        if max_queue < 1 or max_batch < 1 or batch_wait_ms < 0:
+            raise ValueError(f"max_queue and max_batch must be >= 1 and batch_wait_ms >= 0 (got {max_queue}, "
+                             f"{max_batch}, {batch_wait_ms})")
         self.pipe = pipe
         self.max_queue, self.max_batch = max_queue, max_batch
+        self.batch_wait = batch_wait_ms / 1000.0
+        self.decode_together = decode_together
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -91,11 +101,22 @@ class ModelWorker:
             self._thread.join(timeout)
             self._thread = None
 
-    async def run(self, image: np.ndarray, prompt: str, history=None, max_new_tokens: int | None = None,
-                  request_id: str = "") -> JobResult:
-        """Queue one request and wait for its answer; raises ``QueueFull`` at once when the queue is full."""
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    async def run(self, image: np.ndarray | GenerationRequest, prompt: str | None = None, history=None,
+                  max_new_tokens: int | None = None, request_id: str = "") -> JobResult:
+        """Queue one request (a ``GenerationRequest``, or its image, prompt, history and budget) and wait
+        for its answer; raises ``QueueFull`` at once when the queue is full. A request cancelled while
+        it waits or streams (its client went away) stops at the next token."""
         loop = asyncio.get_running_loop()
-        job = Job(image, prompt, history, max_new_tokens, request_id, loop, loop.create_future())
+        request = image if isinstance(image, GenerationRequest) else GenerationRequest(
+            image, prompt, history, max_new_tokens=max_new_tokens)
+        job = Job(request, request_id, loop, loop.create_future())
+        if request.on_text is not None or request.stop:
+            user_cancelled = request.cancelled
+            request.cancelled = lambda: job.future.done() or bool(user_cancelled and user_cancelled())
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -107,9 +128,11 @@ class ModelWorker:
         if first is None:
             return []
         jobs = [first]
+        deadline = time.perf_counter() + self.batch_wait
         while len(jobs) < self.max_batch:
             try:
-                job = self._queue.get_nowait()
+                wait = deadline - time.perf_counter()
+                job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if job is None:
@@ -125,8 +148,12 @@ class ModelWorker:
                 continue
             self.turns += 1
             self.largest_batch = max(self.largest_batch, len(jobs))
+            live = [job for job in jobs if not job.future.done()]
+            if self.decode_together and (len(live) > 1 or (live and not live[0].plain)):
+                self._run_together(live, len(jobs))
+                continue
             for job in jobs:
-                job.key = image_key(job.image)
+                job.key = image_key(job.request.image)
             # Same-image jobs run next to each other (stable: arrival order otherwise kept).
             first_seen = {}
             for i, job in enumerate(jobs):
@@ -140,15 +167,31 @@ class ModelWorker:
         if job.future.done():
             return
         started = time.perf_counter()
+        r = job.request
         try:
-            result = self.pipe(job.image, job.prompt, history=job.history, max_new_tokens=job.max_new_tokens)
+            if job.plain:
+                result = self.pipe(r.image, r.prompt, history=r.history, max_new_tokens=r.max_new_tokens)
+            else:
+                result = self.pipe.run(r)
         except Exception as e:  # noqa: BLE001 - any failure goes to its request; the worker lives on
+            result = e
+        self._settle(job, result, started, index, size, time.perf_counter() - started)
+
+    def _run_together(self, jobs: list[Job], size: int) -> None:
+        started = time.perf_counter()
+        results = run_batch(self.pipe, [job.request for job in jobs])
+        took = (time.perf_counter() - started) / max(len(jobs), 1)
+        for index, (job, result) in enumerate(zip(jobs, results)):
+            self._settle(job, result, started, index, size, took)
+
+    def _settle(self, job: Job, result, started: float, index: int, size: int, took: float) -> None:
+        if isinstance(result, Exception):
             self.failed += 1
-            log.error("request %s failed in the model", job.request_id, exc_info=True)
-            self._post(job, None, e)
+            if not isinstance(result, ValueError):  # ValueError: the request's own fault, answered as 4xx
+                log.error("request %s failed in the model", job.request_id, exc_info=result)
+            self._post(job, None, result)
             return
         self.served += 1
-        took = time.perf_counter() - started
         self.seconds_per_request = took if self.served == 1 else 0.8 * self.seconds_per_request + 0.2 * took
         self._post(job, JobResult(result, started - job.enqueued, size, index), None)
 

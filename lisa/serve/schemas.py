@@ -14,6 +14,7 @@ class SegmentJSON(BaseModel):
     image: str = Field(description="the image file (PNG, JPEG, ...) as base64, optionally as a data: URL")
     prompt: str = Field(description="the instruction, any Unicode text")
     max_new_tokens: int | None = Field(None, description="per-request cap on generated tokens (at most the server's)")
+    model: str | None = Field(None, description="a name from GET /v1/models (default: the first model)")
 
 
 class Message(BaseModel):
@@ -28,6 +29,7 @@ class ChatJSON(BaseModel):
     image: str = Field(description="the image as base64 (the same image for every turn)")
     messages: list[Message] = Field(description="user, assistant, user, ... ending with the user turn to answer")
     max_new_tokens: int | None = None
+    model: str | None = Field(None, description="a name from GET /v1/models (default: the first model)")
 
 
 class MaskRLE(BaseModel):
@@ -73,6 +75,9 @@ class SegmentResponse(BaseModel):
     cache_hit: bool = Field(description="the image encoding (CLIP features, SAM embedding) came from the cache")
     timings: Timings
     batch: BatchInfo
+    model: str = Field("", description="the model that answered")
+    replica: str = Field("", description="the Ray Serve replica that answered (empty in one process)")
+    finish_reason: Literal["stop", "length"] = Field("stop", description="length: max_new_tokens ran out")
 
 
 class ErrorBody(BaseModel):
@@ -86,11 +91,12 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
-    queue_depth: int
+    status: Literal["ok", "degraded"]
+    queue_depth: int = Field(description="summed over the models (Ray Serve replicas report theirs in models)")
     max_queue: int
     served: int
     failed: int
+    models: dict[str, dict] = Field(default_factory=dict, description="each model's own status and counters")
 
 
 class ModelInfo(BaseModel):
