@@ -1,0 +1,137 @@
+"""Batched decoding equals one-at-a-time decoding; streamed text adds up to the answer; stop strings,
+sampling and the model specs of ``lisa serve --models`` (tiny model, in process)."""
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lisa.inference.batching import run_batch
+from lisa.inference.request import GenerationRequest
+from lisa.model.batch_generation import BatchItem, generate_batch
+from lisa.model.generation import generate
+from lisa.model.sampling import Sampling
+from lisa.serve.models import model_specs, parse_spec
+from lisa.serve.queue import ModelWorker
+
+PROMPTS = ["Segment the red box [SEG].", "What is in the picture? Please answer in a few words.", "hi",
+           "Can you segment the dog in this image, and explain why? [SEG] [SEG]"]
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_ckpt):
+    from lisa.inference.pipeline import LisaPipeline
+
+    return LisaPipeline.from_pretrained(tiny_ckpt, device="cpu", max_new_tokens=16, progress=False)
+
+
+def _images(n):
+    rng = np.random.default_rng(5)
+    return [rng.integers(0, 255, size=(40 + 6 * i, 56, 3), dtype=np.uint8) for i in range(n)]
+
+
+def test_generate_batch_matches_generate_row_by_row(pipe):
+    model, tok = pipe.model, pipe.tokenizer
+    from lisa.tokenization import tokenizer_image_token
+
+    items, alone = [], []
+    for i, (img, text) in enumerate(zip(_images(4), PROMPTS)):
+        enc, _ = pipe.encode_image(img)
+        ids = tokenizer_image_token(pipe.build_prompt(text), tok)
+        budget = [16, 5, 11, 3][i]  # rows leave the batch at different steps
+        items.append(BatchItem(ids, enc.clip_feats, budget))
+        alone.append(generate(model, torch.tensor([ids]), enc.clip_feats, budget, eos_token_id=tok.eos_token_id))
+    assert len({len(it.input_ids) for it in items}) == 4  # prompts of different lengths
+    batched = generate_batch(model, items, eos_token_id=tok.eos_token_id)
+    for one, many in zip(alone, batched):
+        assert many.new_ids == one.new_ids
+        assert many.seg_hidden.shape == one.seg_hidden.shape
+        torch.testing.assert_close(many.seg_hidden, one.seg_hidden, rtol=1e-4, atol=1e-5)
+    assert [len(g.new_ids) for g in batched] == [16, 5, 11, 3]
+
+
+def test_batched_requests_answer_as_sequential_ones(pipe):
+    images = _images(4)
+    requests = [GenerationRequest(img, p, max_new_tokens=n) for img, p, n in zip(images, PROMPTS, [16, 4, 9, 12])]
+    # a follow-up turn on the first image and one request that cannot fit join the same batch
+    requests.append(GenerationRequest(images[0], "And the other one?", history=[(PROMPTS[0], "It is [SEG].")]))
+    requests.append(GenerationRequest(images[1], "x" * 5000))
+    alone = [pipe(r.image, r.prompt, history=r.history, max_new_tokens=r.max_new_tokens) for r in requests[:5]]
+    together = run_batch(pipe, requests)
+    for one, many in zip(alone, together):
+        assert many.text == one.text and many.output_ids == one.output_ids
+        assert len(many.masks) == len(one.masks)
+        for a, b in zip(many.masks, one.masks):
+            assert (a != b).mean() < 1e-3  # float rounding of the padded batch may flip a border pixel
+    assert sum(len(r.masks) for r in together[:5]) >= 3  # typed [SEG]s gave masks
+    assert isinstance(together[5], ValueError) and "too long" in str(together[5])
+
+
+def test_worker_decodes_concurrent_requests_together(pipe):
+    worker = ModelWorker(pipe, max_queue=8, max_batch=4, batch_wait_ms=300)
+    worker.start()
+    images = _images(4)
+
+    async def scenario():
+        return await asyncio.gather(*(worker.run(img, p, max_new_tokens=8) for img, p in zip(images, PROMPTS)))
+
+    try:
+        jobs = asyncio.run(scenario())
+    finally:
+        worker.stop()
+    assert [j.batch_size for j in jobs] == [4, 4, 4, 4] and worker.largest_batch == 4
+    for job, img, p in zip(jobs, images, PROMPTS):
+        assert job.result.text == pipe(img, p, max_new_tokens=8).text
+
+
+def test_streamed_pieces_add_up_and_stop_strings_cut_the_answer(pipe):
+    img = _images(1)[0]
+    full = pipe(img, PROMPTS[1], max_new_tokens=16)
+    pieces = []
+    streamed = pipe.run(GenerationRequest(img, PROMPTS[1], max_new_tokens=16, on_text=pieces.append))
+    assert streamed.text == full.text and "".join(pieces) == full.text and len(pieces) > 1
+    assert streamed.finish_reason == full.finish_reason
+    stop = full.text[len(full.text) // 2:][:3]
+    cut, pieces = full.text[:full.text.index(stop)].rstrip(), []
+    stopped = pipe.run(GenerationRequest(img, PROMPTS[1], max_new_tokens=16, stop=(stop,), on_text=pieces.append))
+    assert stopped.text == cut and "".join(pieces) == cut and stopped.finish_reason == "stop"
+    assert len(stopped.output_ids) < len(full.output_ids)
+
+
+def test_sampling_is_repeatable_with_a_seed_and_greedy_at_zero(pipe):
+    img = _images(1)[0]
+    greedy = pipe(img, PROMPTS[0], max_new_tokens=12)
+
+    def sample(**kw):
+        return pipe.run(GenerationRequest(img, PROMPTS[0], max_new_tokens=12, sampling=Sampling(**kw))).output_ids
+
+    assert sample(temperature=0) == greedy.output_ids
+    assert sample(temperature=1.5, seed=3) == sample(temperature=1.5, seed=3)
+    draws = {tuple(sample(temperature=5.0, seed=s)) for s in range(4)}
+    assert len(draws) > 1
+    assert sample(temperature=1.0, top_p=1e-6, seed=1) == greedy.output_ids  # only the top token survives
+    with pytest.raises(ValueError, match="top_p"):
+        Sampling(temperature=1.0, top_p=0)
+
+
+def test_model_specs(tmp_path, tiny_ckpt):
+    spec = parse_spec(f"{tiny_ckpt}:name=lisa,precision=bf16,replicas=2,quant=4bit,num_gpus=0.5")
+    assert (spec.path, spec.name, spec.precision, spec.replicas, spec.quant, spec.num_gpus) == (
+        str(tiny_ckpt), "lisa", "bf16", 2, "4bit", 0.5)
+    assert parse_spec(str(tiny_ckpt)).name == tiny_ckpt.name
+    assert parse_spec("org/model-7b").name == "org/model-7b"  # a hub id keeps its name
+    filled = parse_spec(f"{tiny_ckpt}:precision=fp16").with_defaults({"precision": "fp32", "quant": "8bit"})
+    assert (filled.precision, filled.quant) == ("fp16", "8bit")
+    for bad, message in [(f"{tiny_ckpt}:precision=fp8", "precision"), (f"{tiny_ckpt}:colour=red", "unknown key"),
+                         (f"{tiny_ckpt}:replicas=0", "replicas"), (f"{tiny_ckpt}:name=a b", "name")]:
+        with pytest.raises(ValueError, match=message):
+            parse_spec(bad)
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps({"models": [{"path": str(tiny_ckpt), "name": "a", "load_in_4bit": True},
+                                             {"path": str(tiny_ckpt), "name": "b", "replicas": 3}]}))
+    a, b = model_specs([str(models)])
+    assert (a.name, a.quant, b.name, b.replicas) == ("a", "4bit", "b", 3)
+    with pytest.raises(ValueError, match="two models are called"):
+        model_specs([str(tiny_ckpt), str(tiny_ckpt)])
