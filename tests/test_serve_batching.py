@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from lisa.inference.batching import run_batch
-from lisa.inference.request import GenerationRequest
+from lisa.inference.request import GenerationRequest, Sampling
 from lisa.model.batch_generation import BatchItem, generate_batch
 from lisa.model.generation import generate
-from lisa.model.sampling import Sampling
 from lisa.serve.models import model_specs, parse_spec
 from lisa.serve.queue import ModelWorker
 

@@ -18,9 +18,9 @@ from ..conversation import get_template
 from ..model.generation import build_prefix, generate, image_prefix_length, use_decoding_layout
 from ..preprocess import as_rgb_array, clip_preprocess, sam_preprocess
 from .cache import EncodingCache, ImageEncoding, image_key
-from .request import GenerationRequest, TextStream
+from .request import MAX_PROMPT_CHARS, GenerationRequest, TextStream
 
-MAX_PROMPT_CHARS = 4000
+__all__ = ["MAX_PROMPT_CHARS", "LisaPipeline", "LisaResult", "answer_text"]
 
 
 @dataclass

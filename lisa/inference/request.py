@@ -12,7 +12,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..model.sampling import Sampling
+MAX_PROMPT_CHARS = 4000  # the longest instruction (one turn) a request may carry
+
+
+@dataclass
+class Sampling:
+    """``temperature`` 0 (or None) is greedy; ``top_p`` keeps the smallest set of tokens whose
+    probabilities add up to at least ``top_p``; ``seed`` makes a sampled answer repeatable."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.temperature is not None and not 0.0 <= self.temperature <= 100.0:
+            raise ValueError(f"temperature must be between 0 and 100, not {self.temperature}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return not self.temperature
+
+    def picker(self):
+        """``None`` for greedy (the generation loop's own argmax), else a sampling callable."""
+        if self.greedy:
+            return None
+        from ..model.sampling import SamplePicker
+
+        return SamplePicker(self.temperature, self.top_p, self.seed)
 
 
 @dataclass

@@ -1,48 +1,24 @@
-"""Choosing the next token from the logits: greedy, or temperature / nucleus (top-p) sampling.
+"""Sampling the next token: temperature and nucleus (top-p), with a generator of its own.
 
-A picker is a callable ``logits [1, V] or [V] -> id``. Greedy is the default everywhere (answers are
-reproducible); sampling draws from its own seeded ``torch.Generator`` so one request's draws do not
-depend on what else the process runs.
+A picker is a callable ``logits [1, V] or [V] -> id`` for the generation loops (their default,
+without one, is greedy argmax). Each picker draws from its own seeded ``torch.Generator`` so one
+request's draws do not depend on what else the process runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 
-@dataclass
-class Sampling:
-    """``temperature`` 0 (or None) is greedy; ``top_p`` keeps the smallest set of tokens whose
-    probabilities add up to at least ``top_p``; ``seed`` makes a sampled answer repeatable."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-
-    def __post_init__(self):
-        if self.temperature is not None and not 0.0 <= self.temperature <= 100.0:
-            raise ValueError(f"temperature must be between 0 and 100, not {self.temperature}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
-
-    @property
-    def greedy(self) -> bool:
-        return not self.temperature
-
-    def picker(self):
-        """``None`` for greedy (the generation loop's own argmax), else a sampling callable."""
-        return None if self.greedy else SamplePicker(self)
-
-
 class SamplePicker:
-    def __init__(self, sampling: Sampling):
-        self.temperature = float(sampling.temperature)
-        self.top_p = sampling.top_p
+    def __init__(self, temperature: float, top_p: float | None = None, seed: int | None = None):
+        if not temperature > 0:
+            raise ValueError(f"sampling needs a temperature > 0, not {temperature}")
+        self.temperature = float(temperature)
+        self.top_p = top_p
         self.generator = torch.Generator()
-        if sampling.seed is not None:
-            self.generator.manual_seed(int(sampling.seed))
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
         else:
             self.generator.seed()
 

@@ -26,8 +26,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..inference.pipeline import MAX_PROMPT_CHARS
-from ..inference.request import GenerationRequest
+from ..inference.request import MAX_PROMPT_CHARS, GenerationRequest
 from .backend import LocalBackend
 from .context import ServeContext
 from .inputs import ApiError, check_max_new_tokens, check_prompt, decode_base64, decode_image, history_from_messages

@@ -26,8 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
 from ..constants import IMAGE_TOKEN
-from ..inference.request import GenerationRequest
-from ..model.sampling import Sampling
+from ..inference.request import GenerationRequest, Sampling
 from .inputs import ApiError, decode_base64, decode_image
 
 # error_code values in the chunks (LLaVA's own clients only test for non-zero)

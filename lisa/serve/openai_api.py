@@ -24,8 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..inference.request import GenerationRequest
-from ..model.sampling import Sampling
+from ..inference.request import GenerationRequest, Sampling
 from .inputs import ApiError, check_max_new_tokens, decode_base64, decode_image, history_from_messages
 from .masks import describe_mask
 

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..inference.batching import run_batch
-from ..inference.cache import image_key
 from ..inference.request import GenerationRequest
 
 log = logging.getLogger("lisa.serve")
@@ -152,6 +150,8 @@ class ModelWorker:
             if self.decode_together and (len(live) > 1 or (live and not live[0].plain)):
                 self._run_together(live, len(jobs))
                 continue
+            from ..inference.cache import image_key
+
             for job in jobs:
                 job.key = image_key(job.request.image)
             # Same-image jobs run next to each other (stable: arrival order otherwise kept).
@@ -178,6 +178,8 @@ class ModelWorker:
         self._settle(job, result, started, index, size, time.perf_counter() - started)
 
     def _run_together(self, jobs: list[Job], size: int) -> None:
+        from ..inference.batching import run_batch
+
         started = time.perf_counter()
         results = run_batch(self.pipe, [job.request for job in jobs])
         took = (time.perf_counter() - started) / max(len(jobs), 1)
