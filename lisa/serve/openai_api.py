@@ -4,7 +4,8 @@ A chat completion takes ``messages`` whose content is a string or a list of ``{"
 ``{"type": "image_url", "image_url": {"url": ...}}`` parts. The conversation has exactly one image,
 in its first user message (the model's prompt puts the image there), given as a ``data:`` URL or,
 when the server was started with ``--image_dir DIR``, as a path (or ``file://`` URL) inside DIR;
-remote URLs are not fetched. ``model``, ``max_tokens`` (or ``max_completion_tokens``),
+remote URLs are not fetched. ``model``, ``max_tokens`` (or ``max_completion_tokens``; more than the server's
+``--max_new_tokens`` is cut to it),
 ``temperature`` (omitted or 0: greedy), ``top_p``, ``seed``, ``stop`` and ``stream`` are honoured.
 With ``stream: true`` the answer comes as server-sent ``chat.completion.chunk`` events ending with
 ``data: [DONE]``. The masks of the answer's ``[SEG]`` tokens come as ``masks`` (COCO RLE with area
@@ -153,7 +154,9 @@ def add_openai_routes(app: FastAPI, ctx) -> None:
             raise ApiError(422, "invalid_field", details) from None
         backend = ctx.backend(body.model)
         url, history, prompt = parse_messages(body.messages, settings)
-        max_new = check_max_new_tokens(body.max_completion_tokens or body.max_tokens, settings.max_new_tokens)
+        # more than the server allows is cut to its limit (clients often send a large default)
+        asked = body.max_completion_tokens or body.max_tokens
+        max_new = check_max_new_tokens(min(asked, settings.max_new_tokens) if asked else None, settings.max_new_tokens)
         data = await run_in_threadpool(read_image_url, url, settings)
         image = await run_in_threadpool(decode_image, data, settings.max_pixels, "image_url")
         stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())

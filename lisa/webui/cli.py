@@ -1,4 +1,5 @@
-"""``lisa app``: the gradio web demo (same model flags as ``lisa chat``)."""
+"""``lisa app``: the gradio web demo (same model flags as ``lisa chat``), or with ``--server URL`` a
+web front for a running ``lisa serve`` (its models, streamed answers) that loads no model itself."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy CPU)")
     ap.add_argument("--title", default=None, help="page title")
+    ap.add_argument("--server", default=None, metavar="URL",
+                    help="use the models of this running `lisa serve` instead of loading --version")
+    ap.add_argument("--api_key", default=None, help="the server's API key (default: $LISA_API_KEY)")
+    ap.add_argument("--concurrency", type=int, default=4, help="with --server: requests sent to it at once")
     return ap
 
 
@@ -45,23 +50,30 @@ def main(argv=None) -> int:
     from ..inference.flags import load_pipeline
     from .ui import CSS, TITLE, SegmentApp, build_ui
 
-    try:
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        pipe = load_pipeline(args)
-        examples = None if args.no_examples else model_examples(pipe.model_dir) or None
-    except (ValueError, OSError) as e:
-        print(f"lisa app: {e}", file=sys.stderr)
-        return 2
     work = Path(tempfile.mkdtemp(prefix="lisa-app-"))
-    if examples:  # served from the app's own folder, the only one it lets the browser read
-        (work / "examples").mkdir()
-        examples = [[shutil.copy(image, work / "examples"), prompt] for image, prompt in examples]
-    app = SegmentApp(pipe, args.max_prompt_chars, args.max_new_tokens, work / "masks", args.max_pixels)
-    demo = build_ui(app, examples, title=args.title or TITLE)
-    demo.queue(default_concurrency_limit=1, max_size=64)
+    if args.server:
+        app, models = remote_app(args, work)
+        if app is None:
+            return 2
+        demo = build_ui(app, None, title=args.title or TITLE, models=models, concurrency=args.concurrency)
+        demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
+    else:
+        try:
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
+            pipe = load_pipeline(args)
+            examples = None if args.no_examples else model_examples(pipe.model_dir) or None
+        except (ValueError, OSError) as e:
+            print(f"lisa app: {e}", file=sys.stderr)
+            return 2
+        if examples:  # served from the app's own folder, the only one it lets the browser read
+            (work / "examples").mkdir()
+            examples = [[shutil.copy(image, work / "examples"), prompt] for image, prompt in examples]
+        app = SegmentApp(pipe, args.max_prompt_chars, args.max_new_tokens, work / "masks", args.max_pixels)
+        demo = build_ui(app, examples, title=args.title or TITLE)
+        demo.queue(default_concurrency_limit=1, max_size=64)
     # System fonts only: the default theme would fetch web fonts, and the machine may be offline.
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
@@ -69,3 +81,23 @@ def main(argv=None) -> int:
                 ssr_mode=False, allowed_paths=[str(work)], show_error=False, footer_links=["api"],
                 max_file_size=int(args.max_file_mb * 1024 * 1024))
     return 0
+
+
+def remote_app(args, work: Path):
+    """The client of ``--server`` and its model names (``None, []`` after an error message)."""
+    import httpx
+
+    from .remote import RemoteSegmentApp, list_models
+
+    api_key = args.api_key or os.environ.get("LISA_API_KEY") or None
+    try:
+        models = list_models(args.server, api_key)
+    except (httpx.HTTPError, ValueError, KeyError) as e:
+        print(f"lisa app: cannot list the models of {args.server} ({e})", file=sys.stderr)
+        return None, []
+    if not models:
+        print(f"lisa app: {args.server} serves no model", file=sys.stderr)
+        return None, []
+    app = RemoteSegmentApp(args.server, models, api_key, max_prompt_chars=args.max_prompt_chars,
+                           max_new_tokens=args.max_new_tokens, work_dir=work / "masks", max_pixels=args.max_pixels)
+    return app, models

@@ -141,7 +141,9 @@ class SegmentApp:
         return None, None, "", render_conversation([]), "", "", {"key": None, "history": []}
 
 
-def build_ui(app: SegmentApp, examples: list[list[str]] | None = None, title: str = TITLE):
+def build_ui(app: SegmentApp, examples: list[list[str]] | None = None, title: str = TITLE,
+             models: list[str] | None = None, concurrency: int = 1):
+    """The page; with ``models`` (a client of a server) a model menu too, and ``app.respond`` takes it."""
     import gradio as gr
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
@@ -150,17 +152,21 @@ def build_ui(app: SegmentApp, examples: list[list[str]] | None = None, title: st
         state = gr.State({"key": None, "history": []})
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="numpy", label="Input image", sources=["upload", "clipboard"], height=360)
-                prompt = gr.Textbox(label="Instruction", lines=2, placeholder="Can you segment the ... in this image?")
+                image = gr.Image(type="numpy", label="Input image", sources=["upload", "clipboard"], height=360,
+                                 elem_id="lisa-image")
+                choice = gr.Dropdown(models, value=models[0], label="Model", elem_id="lisa-model") if models else None
+                prompt = gr.Textbox(label="Instruction", lines=2, placeholder="Can you segment the ... in this image?",
+                                    elem_id="lisa-prompt")
                 with gr.Row():
-                    submit = gr.Button("Segment", variant="primary")
+                    submit = gr.Button("Segment", variant="primary", elem_id="lisa-submit")
                     clear = gr.Button("New conversation")
                 status = gr.Markdown(label="Status")
                 if examples:
                     gr.Examples(examples=examples, inputs=[image, prompt], label="Examples (from the model folder)")
             with gr.Column():
-                overlay = gr.Image(type="numpy", label="Masks overlaid", interactive=False, format="png", height=360)
-                answer = gr.Textbox(label="Answer", interactive=False, lines=2)
+                overlay = gr.Image(type="numpy", label="Masks overlaid", interactive=False, format="png", height=360,
+                                   elem_id="lisa-overlay")
+                answer = gr.Textbox(label="Answer", interactive=False, lines=2, elem_id="lisa-answer")
                 timing = gr.Markdown(label="Timing")
                 conversation = gr.HTML(render_conversation([]), label="Conversation")
                 files = gr.File(label="Masks (PNG, one per [SEG])", file_count="multiple", interactive=False,
@@ -169,8 +175,9 @@ def build_ui(app: SegmentApp, examples: list[list[str]] | None = None, title: st
                 gr.HTML(f"<small>Mask colours in order: {colours}</small>")
 
         outputs = [overlay, files, answer, conversation, timing, status, state]
-        submit.click(app.respond, [image, prompt, state], outputs, api_name="segment", concurrency_limit=1)
-        prompt.submit(app.respond, [image, prompt, state], outputs, api_name=False, concurrency_limit=1)
+        inputs = [image, prompt, state] if choice is None else [image, prompt, choice, state]
+        submit.click(app.respond, inputs, outputs, api_name="segment", concurrency_limit=concurrency)
+        prompt.submit(app.respond, inputs, outputs, api_name=False, concurrency_limit=concurrency)
         clear.click(app.reset, None, outputs, api_name="reset")
         image.clear(app.reset, None, outputs, api_name=False)
         image.upload(app.reset, None, outputs, api_name=False)
