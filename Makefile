@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	@$(PY) -c "import deepspeed" 2>/dev/null || DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation "deepspeed>=0.15"
-	$(PY) -m pip install -q -e ".[train,quant,serve,dev]"
+	$(PY) -m pip install -q -e ".[train,quant,serve,cluster,dev]"
 	@touch $(STAMP)
 
 venv: $(STAMP)

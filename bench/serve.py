@@ -3,6 +3,8 @@
     python bench/serve.py                         # tiny random model, clients 1,4,16
     python bench/serve.py --version /path/LISA-7B --clients 1,2,8 --requests 32 --max_new_tokens 32
     python bench/serve.py --url http://127.0.0.1:8000 --api_key KEY   # an already running server
+    python bench/serve.py --replicas 2 --clients 1,4,16               # Ray Serve, 2 replicas (lisa[cluster])
+    python bench/serve.py --no_batch_decode                            # batching off: one request at a time
 
 Each client sends its requests back to back (multipart image + prompt) over its own connection;
 ``--images`` distinct images are cycled, so later requests hit the server's image-encoding cache.
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import io
 import json
+import secrets
 import sys
 import tempfile
 import time
@@ -92,7 +95,11 @@ def main(argv=None) -> int:
     ap.add_argument("--max_new_tokens", type=int, default=8)
     ap.add_argument("--max_batch", type=int, default=4)
     ap.add_argument("--max_queue", type=int, default=64)
+    ap.add_argument("--batch_wait_ms", type=float, default=0.0)
+    ap.add_argument("--no_batch_decode", action="store_true", help="decode a turn's requests one at a time")
     ap.add_argument("--threads", type=int, default=None, help="--threads for the server (torch CPU threads)")
+    ap.add_argument("--replicas", type=int, default=None, help="serve through Ray Serve with this many replicas")
+    ap.add_argument("--num_cpus", type=float, default=1.0, help="with --replicas: CPUs per replica")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
     levels = [int(x) for x in args.clients.split(",") if x.strip()]
@@ -112,21 +119,29 @@ def main(argv=None) -> int:
             tmp = tempfile.TemporaryDirectory(prefix="lisa-bench-")
             version = str(Path(tmp.name) / "tiny")
             make_tiny(version)
-        server = ServerProcess("serve", ["--version", version, "--device", args.device, "--log_level", "warning",
-                                         "--max_new_tokens", str(args.max_new_tokens), "--max_batch",
-                                         str(args.max_batch), "--max_queue", str(args.max_queue)]
-                               + (["--threads", str(args.threads)] if args.threads else []),
-                               timeout=1800).start().wait_ready()
+        flags = ["--version", version, "--device", args.device, "--log_level", "warning", "--max_new_tokens",
+                 str(args.max_new_tokens), "--max_batch", str(args.max_batch), "--max_queue", str(args.max_queue),
+                 "--batch_wait_ms", str(args.batch_wait_ms)]
+        flags += ["--threads", str(args.threads)] if args.threads else []
+        flags += ["--no_batch_decode"] if args.no_batch_decode else []
+        env = {}
+        if args.replicas:
+            flags += ["--replicas", str(args.replicas), "--num_cpus", str(args.num_cpus)]
+            # a token of this run's own: Ray's token authentication without writing ~/.ray
+            env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
+        server = ServerProcess("serve", flags, env=env, timeout=1800).start().wait_ready()
         url = server.url
     try:
         import httpx
 
         info = httpx.get(url + "/v1/model", headers=headers, timeout=30).json()
         llm = info.get("llm", {})
-        title = (f"lisa serve at {url}: {llm.get('model_type')} {llm.get('num_hidden_layers')} layers, "
+        batching = info.get("batching", {})
+        where = f"Ray Serve, {args.replicas} replica(s)" if args.replicas else "one process"
+        title = (f"lisa serve at {url} ({where}): {llm.get('model_type')} {llm.get('num_hidden_layers')} layers, "
                  f"{info.get('dtype')} on {info.get('device')} ({args.threads or 'default'} threads), "
-                 f"max_new_tokens {args.max_new_tokens}, max_batch {info.get('batching', {}).get('max_batch')}, "
-                 f"{args.images} images of {args.image_size}px")
+                 f"max_new_tokens {args.max_new_tokens}, max_batch {batching.get('max_batch')} "
+                 f"(decode together: {batching.get('decode_together')}), {args.images} images of {args.image_size}px")
         asyncio.run(run_level(url, 1, 2, images, args.prompt, args.max_new_tokens, headers))  # warm-up
         rows = [asyncio.run(run_level(url, n, args.requests, images, args.prompt, args.max_new_tokens, headers))
                 for n in levels]

@@ -1,8 +1,7 @@
-"""Batched decoding equals one-at-a-time decoding; streamed text adds up to the answer; stop strings,
-sampling and the model specs of ``lisa serve --models`` (tiny model, in process)."""
+"""Batched decoding equals one-at-a-time decoding; streamed text adds up to the answer; stop strings and
+sampling (tiny model, in process)."""
 
 import asyncio
-import json
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ from lisa.inference.batching import run_batch
 from lisa.inference.request import GenerationRequest, Sampling
 from lisa.model.batch_generation import BatchItem, generate_batch
 from lisa.model.generation import generate
-from lisa.serve.models import model_specs, parse_spec
 from lisa.serve.queue import ModelWorker
 
 PROMPTS = ["Segment the red box [SEG].", "What is in the picture? Please answer in a few words.", "hi",
@@ -113,24 +111,3 @@ def test_sampling_is_repeatable_with_a_seed_and_greedy_at_zero(pipe):
     assert sample(temperature=1.0, top_p=1e-6, seed=1) == greedy.output_ids  # only the top token survives
     with pytest.raises(ValueError, match="top_p"):
         Sampling(temperature=1.0, top_p=0)
-
-
-def test_model_specs(tmp_path, tiny_ckpt):
-    spec = parse_spec(f"{tiny_ckpt}:name=lisa,precision=bf16,replicas=2,quant=4bit,num_gpus=0.5")
-    assert (spec.path, spec.name, spec.precision, spec.replicas, spec.quant, spec.num_gpus) == (
-        str(tiny_ckpt), "lisa", "bf16", 2, "4bit", 0.5)
-    assert parse_spec(str(tiny_ckpt)).name == tiny_ckpt.name
-    assert parse_spec("org/model-7b").name == "org/model-7b"  # a hub id keeps its name
-    filled = parse_spec(f"{tiny_ckpt}:precision=fp16").with_defaults({"precision": "fp32", "quant": "8bit"})
-    assert (filled.precision, filled.quant) == ("fp16", "8bit")
-    for bad, message in [(f"{tiny_ckpt}:precision=fp8", "precision"), (f"{tiny_ckpt}:colour=red", "unknown key"),
-                         (f"{tiny_ckpt}:replicas=0", "replicas"), (f"{tiny_ckpt}:name=a b", "name")]:
-        with pytest.raises(ValueError, match=message):
-            parse_spec(bad)
-    models = tmp_path / "models.json"
-    models.write_text(json.dumps({"models": [{"path": str(tiny_ckpt), "name": "a", "load_in_4bit": True},
-                                             {"path": str(tiny_ckpt), "name": "b", "replicas": 3}]}))
-    a, b = model_specs([str(models)])
-    assert (a.name, a.quant, b.name, b.replicas) == ("a", "4bit", "b", 3)
-    with pytest.raises(ValueError, match="two models are called"):
-        model_specs([str(tiny_ckpt), str(tiny_ckpt)])

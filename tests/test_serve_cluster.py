@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import re
 import secrets
 import signal
 import time
@@ -177,6 +178,22 @@ def test_a_killed_replica_is_replaced_and_requests_keep_being_answered(cluster, 
     assert victim["replica"] not in seen and seen - before, "no new replica took over"
     health = httpx.get(cluster.url + "/health").json()
     assert health["models"]["a"]["replicas"].get("RUNNING") == 2
+
+
+def test_an_application_joining_the_cluster_leaves_it_running(cluster, tiny_ckpt):
+    gcs = re.search(r"Ray cluster at (\S+)", cluster.log_tail(10**7)).group(1)
+    args = ["--address", gcs, "--models", f"{tiny_ckpt}:name=c", "--device", "cpu", "--max_new_tokens", "8",
+            "--app_name", "second", "--route_prefix", "/second", "--log_level", "warning"]
+    # Ray Serve's HTTP port is the cluster's: the second application is mounted at /second on it
+    with ServerProcess("serve", args, ready_path="/second/health", port=cluster.port, env=cluster.env,
+                       timeout=300) as second:
+        assert [m["id"] for m in httpx.get(cluster.url + "/second/v1/models").json()["data"]] == ["c"]
+        r = segment(cluster.url + "/second", "c", make_image(3), "Segment [SEG]")
+        assert r.status_code == 200 and r.json()["model"] == "c"
+        second.proc.send_signal(signal.SIGTERM)
+        assert second.proc.wait(60) == 0
+    assert httpx.get(cluster.url + "/second/v1/models").status_code == 404  # its application is gone
+    assert httpx.get(cluster.url + "/health").json()["status"] == "ok"  # the cluster and the first one are not
 
 
 def test_sigterm_stops_the_ray_instance_it_started(cluster):

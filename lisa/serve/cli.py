@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--router_replicas", type=int, default=1, help="replicas of the HTTP app in front of the models")
     ray.add_argument("--ray_cpus", type=float, default=None,
                      help="CPUs the local Ray instance offers (default: the machine's; not with --address)")
+    ray.add_argument("--app_name", default="lisa", help="Ray Serve application name (several can share a cluster)")
+    ray.add_argument("--route_prefix", default="/", help="where the application is mounted on Ray Serve's HTTP port")
     ap.add_argument("--max_body_mb", type=float, default=20.0, help="request body limit (MiB)")
     ap.add_argument("--max_pixels", type=int, default=40_000_000, help="image pixel limit (width x height)")
     ap.add_argument("--max_prompt_chars", type=int, default=4000)
@@ -134,4 +136,4 @@ def serve_on_ray(args, specs, settings) -> int:
         return 2
     return run(specs, settings, args.host, args.port, address=args.address, replicas=args.replicas or 1,
                router_replicas=args.router_replicas, threads=args.threads, cache_size=args.cache_size,
-               num_cpus=args.ray_cpus)
+               num_cpus=args.ray_cpus, app_name=args.app_name, route_prefix=args.route_prefix)

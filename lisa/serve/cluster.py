@@ -136,8 +136,11 @@ def build(args: dict):
     ``models``: a list of specs or objects (see ``lisa.serve.models``), or one string of specs
     separated by spaces; ``replicas``, ``router_replicas``, ``threads``, ``cache_size``; every other
     key is a ``ServeSettings`` field (``max_new_tokens``, ``max_batch``, ``batch_wait_ms``, ``api_key``, ...).
+    Without ``api_key``, ``$LISA_API_KEY`` of the process that builds the application is used.
     """
     args = dict(args or {})
+    if not args.get("api_key") and os.environ.get("LISA_API_KEY"):
+        args["api_key"] = os.environ["LISA_API_KEY"]
     entries = args.pop("models", None)
     if isinstance(entries, str):
         entries = entries.split()
@@ -167,11 +170,12 @@ def build(args: dict):
 
 def run(specs: list[ModelSpec], settings: ServeSettings, host: str, port: int, address: str | None = None,
         replicas: int = 1, router_replicas: int = 1, threads: int | None = None, cache_size: int = 8,
-        num_cpus: float | None = None, app_name: str = APP_NAME) -> int:
+        num_cpus: float | None = None, app_name: str = APP_NAME, route_prefix: str = "/") -> int:
     """Start (or join, with ``address``) a Ray cluster, deploy, and serve until SIGINT/SIGTERM.
 
     A cluster started here is shut down on the way out, with every Ray process it started; a joined
-    cluster keeps running and only loses this application."""
+    cluster keeps running and only loses this application (Ray Serve's HTTP port is the cluster's:
+    ``host``/``port`` only apply when Serve is not running there yet)."""
     serve = require_ray()
     import ray
 
@@ -192,8 +196,9 @@ def run(specs: list[ModelSpec], settings: ServeSettings, host: str, port: int, a
         print(f"lisa serve: Ray cluster at {ray.get_runtime_context().gcs_address}", flush=True)
         serve.start(http_options={"host": host, "port": port})
         app = build_app(specs, settings, replicas, router_replicas, threads, cache_size)
-        serve.run(app, name=app_name, route_prefix="/", blocking=False)
-        print(f"lisa serve: {len(specs)} model(s) on Ray Serve at http://{host}:{port}", flush=True)
+        serve.run(app, name=app_name, route_prefix=route_prefix, blocking=False)
+        print(f"lisa serve: {len(specs)} model(s) on Ray Serve at http://{host}:{port}{route_prefix.rstrip('/')}",
+              flush=True)
         while not stop.wait(0.5):
             pass
         return 0
