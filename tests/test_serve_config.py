@@ -75,3 +75,21 @@ def test_model_specs(tmp_path, tiny_ckpt):
     assert (a.name, a.quant, b.name, b.replicas) == ("a", "4bit", "b", 3)
     with pytest.raises(ValueError, match="two models are called"):
         model_specs([str(tiny_ckpt), str(tiny_ckpt)])
+
+
+def test_a_spec_loads_through_the_model_flags_loader(monkeypatch, tiny_ckpt):
+    """4-bit / 8-bit, precision and the rest reach the loader that chat and app use."""
+    import lisa.inference.flags as flags
+
+    seen = []
+
+    class Loaded:
+        class cache:
+            max_items = 0
+
+    monkeypatch.setattr(flags, "load_pipeline", lambda args: seen.append(args) or Loaded())
+    spec = parse_spec(f"{tiny_ckpt}:name=llava,quant=4bit,precision=fp16,conv_type=llava_llama_2")
+    pipe = spec.with_defaults({"device": "cpu"}).load(max_new_tokens=77, cache_size=3)
+    (args,) = seen
+    assert (args.version, args.load_in_4bit, args.load_in_8bit, args.precision) == (str(tiny_ckpt), True, False, "fp16")
+    assert (args.conv_type, args.device, args.max_new_tokens, pipe.cache.max_items) == ("llava_llama_2", "cpu", 77, 3)

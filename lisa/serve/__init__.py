@@ -1,4 +1,4 @@
-"""``lisa serve``: an HTTP API for one loaded LISA model (FastAPI + uvicorn).
+"""``lisa serve``: an HTTP API for LISA and LLaVA models (FastAPI; one process, or Ray Serve replicas).
 
 Endpoints
   ``POST /v1/segment?mask_format=rle|png``  multipart (``image`` file, ``prompt``, optional
@@ -9,20 +9,22 @@ Endpoints
   ``POST /v1/chat``  the same with ``messages`` (user/assistant turns ending with a user turn) instead
       of ``prompt``; only the masks of the answered turn are returned.
   ``GET /health``, ``GET /v1/model`` (what is loaded, limits, cache and batching counters),
-  ``GET /openapi.json``.
+  ``GET /openapi.json``. Both POST routes take a ``model`` field (``GET /v1/models`` lists the
+  names) and ``?stream=true`` (server-sent events: text pieces, then the answer).
+  ``POST /v1/chat/completions``: OpenAI-compatible (``openai_api``); LLaVA's controller and worker
+  routes (``llava_protocol``).
 
 Errors are ``{"error": {"code", "message", "request_id"}}``: 400 undecodable image/JSON/multipart,
 401 API key, 413 body or pixel count over the limit, 415 media type, 422 invalid fields (empty or
 over-long prompt, ``max_new_tokens`` over the server's), 503 + ``Retry-After`` when the queue is full,
 500 for a model failure (logged with its traceback on the server, never sent to the client).
 
-Concurrency: one worker thread owns the model. ``--max_queue`` requests may wait; ``--max_batch``
-of them are taken per turn, grouped by image and run back to back, so an image is encoded once and
-its SAM embedding reused (also across turns, through the pipeline's cache). The language model still
-decodes one request at a time: batching saves image encodings and scheduling, not decoding steps,
-and every answer equals the answer to the same request sent alone.
+Concurrency: one worker thread owns each model. ``--max_queue`` requests may wait; ``--max_batch``
+of them are taken per turn (after waiting up to ``--batch_wait_ms`` for more) and decoded together,
+one forward pass per step for the batch; greedy answers are those of the requests sent alone.
+``--replicas`` / ``--address`` run the same app on Ray Serve (``cluster``; docs/serving.md).
 
-Security: with ``--api_key`` (or ``$LISA_API_KEY``) the ``/v1/*`` routes need
+Security: with ``--api_key`` (or ``$LISA_API_KEY``) the ``/v1/*`` and LLaVA routes need
 ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; without a key only loopback hosts are allowed
 unless ``--allow_remote`` is given.
 """

@@ -121,13 +121,6 @@ def parse_messages(messages: list[ChatMessage], settings) -> tuple[str, list[tup
     return images[0][1], history, prompt
 
 
-def _finish_chunk(base: dict, answer, masks, usage_inline: bool) -> dict:
-    chunk = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": answer.finish_reason, "masks": masks}]}
-    if usage_inline:
-        chunk["usage"] = _usage(answer)
-    return chunk
-
-
 def _usage(answer) -> dict:
     return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.tokens,
             "total_tokens": answer.prompt_tokens + answer.tokens}
@@ -186,7 +179,8 @@ def add_openai_routes(app: FastAPI, ctx) -> None:
                 elif "answer" in event:
                     answer = event["answer"]
                     masks = await run_in_threadpool(describe, answer)
-                    yield sse(_finish_chunk(base, answer, masks, False))
+                    yield sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": answer.finish_reason,
+                                                    "masks": masks}]})
                     if with_usage:
                         yield sse({**base, "choices": [], "usage": _usage(answer)})
                 else:
