@@ -62,6 +62,7 @@ def test_model_specs(tmp_path, tiny_ckpt):
         str(tiny_ckpt), "lisa", "bf16", 2, "4bit", 0.5)
     assert parse_spec(str(tiny_ckpt)).name == tiny_ckpt.name
     assert parse_spec("org/model-7b").name == "org/model-7b"  # a hub id keeps its name
+    assert parse_spec("org/model-7b@v2").name == "org/model-7b"
     filled = parse_spec(f"{tiny_ckpt}:precision=fp16").with_defaults({"precision": "fp32", "quant": "8bit"})
     assert (filled.precision, filled.quant) == ("fp16", "8bit")
     for bad, message in [(f"{tiny_ckpt}:precision=fp8", "precision"), (f"{tiny_ckpt}:colour=red", "unknown key"),

@@ -19,7 +19,7 @@ import torch
 from transformers import DynamicCache
 
 from ..constants import IMAGE_TOKEN_INDEX
-from .generation import Generated
+from .generation import Generated, run_decoder
 from .splice import seg_hidden_positions, splice_image_features
 
 
@@ -69,8 +69,7 @@ def generate_batch(model, items: list[BatchItem], eos_token_id: int | None = 2,
         span_ends.append(spliced.span_end)
     embeds, mask, positions, pads = _left_pad(rows, device)
     cache = DynamicCache(config=model.llm.config)
-    out = model.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                        past_key_values=cache, use_cache=True)
+    out = run_decoder(model.decoder, cache, inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
     hidden = out.last_hidden_state
     seg_hidden: list[list[torch.Tensor]] = [[] for _ in items]
     if seg_id is not None:
@@ -112,8 +111,7 @@ def generate_batch(model, items: list[BatchItem], eos_token_id: int | None = 2,
         t_prev = time.perf_counter()
         step = embed(torch.tensor([[new_ids[b][-1]] for b in active], device=device))
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], 1)
-        out = model.decoder(inputs_embeds=step, attention_mask=mask, position_ids=next_pos,
-                            past_key_values=cache, use_cache=True)
+        out = run_decoder(model.decoder, cache, inputs_embeds=step, attention_mask=mask, position_ids=next_pos)
         last = out.last_hidden_state[:, -1]
         next_pos = next_pos + 1
 

@@ -70,7 +70,8 @@ def model_defaults(args) -> dict:
     quant = "4bit" if args.load_in_4bit else "8bit" if args.load_in_8bit else None
     return {"precision": args.precision, "quant": quant, "device": args.device, "conv_type": args.conv_type,
             "vision_tower": args.vision_tower, "sam_config": args.sam_config,
-            "model_max_length": args.model_max_length, "num_gpus": args.num_gpus, "num_cpus": args.num_cpus}
+            "model_max_length": args.model_max_length, "num_gpus": args.num_gpus, "num_cpus": args.num_cpus,
+            "revision": args.revision}
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,8 @@ A spec is a model folder (or hub id), optionally followed by ``:`` and ``key=val
 by commas, e.g. ``ckpt/lisa-7b:name=lisa,precision=bf16,replicas=2`` or ``llava-1.5:quant=4bit``.
 Keys: ``name`` (default: the folder's name), ``precision`` (fp32, bf16, fp16), ``quant`` (4bit,
 8bit), ``replicas``, ``num_gpus`` and ``num_cpus`` (per replica, under Ray Serve; fractions allowed),
-``max_queue``, ``device``, ``conv_type``, ``vision_tower``, ``sam_config``, ``model_max_length``.
+``max_queue``, ``device``, ``conv_type``, ``vision_tower``, ``sam_config``, ``model_max_length``,
+``revision`` (of a Hub id; ``owner/name@revision`` works too).
 A models file (``.json``, or ``.yaml`` when PyYAML is installed) holds a list of objects with
 ``path`` and the same keys (or ``{"models": [...]}``); relative paths are taken from the file's folder.
 Keys a spec leaves out come from the command's flags (``--precision``, ``--load_in_4bit``, ...).
@@ -38,12 +39,13 @@ class ModelSpec:
     vision_tower: str | None = None
     sam_config: str | None = None
     model_max_length: int | None = None
+    revision: str | None = None  # of a Hub id (or write owner/name@revision)
 
     def __post_init__(self):
         where = f"model {self.path!r}"
         if not self.name:
             local = Path(self.path)
-            self.name = local.name if local.exists() else self.path
+            self.name = local.name if local.exists() else self.path.split("@", 1)[0]
         if not NAME_RE.match(self.name):
             raise ValueError(f"{where}: name {self.name!r} must be letters, digits and . _ / - (at most 128)")
         if self.precision is not None and self.precision not in PRECISIONS:
@@ -97,7 +99,7 @@ class ModelSpec:
             version=self.path, precision=self.precision, device=self.device or "auto", vision_tower=self.vision_tower,
             sam_config=self.sam_config, load_in_4bit=self.quant == "4bit", load_in_8bit=self.quant == "8bit",
             conv_type=self.conv_type or "llava_v1", max_new_tokens=max_new_tokens,
-            model_max_length=self.model_max_length or 512)
+            model_max_length=self.model_max_length or 512, revision=self.revision)
         pipe = load_pipeline(flags)
         pipe.cache.max_items = cache_size
         return pipe
