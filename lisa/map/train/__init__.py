@@ -1,0 +1,1 @@
+"""``lisa map train``: options, sampling, the loop, the run folder and resume."""
