@@ -11,6 +11,15 @@ from lisa.map.model.stages import apply_stage, parameter_groups
 from lisa.map.spec import MAX_ORDERS, NUM_POINTS, NUM_QUERIES, equivalent_orders, normalize
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread is faster than two, and far faster on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return build_map_detector(preset="tiny", seed=0).eval()

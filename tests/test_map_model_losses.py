@@ -10,6 +10,15 @@ from lisa.map.model.targets import make_targets
 from lisa.map.spec import NUM_POINTS, normalize, resample
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread is faster than two, and far faster on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _line(a, b):
     return resample(np.array([a, b], dtype=np.float64), NUM_POINTS).astype(np.float32)
 

@@ -83,3 +83,13 @@ def random_instances(rng: np.random.Generator, n: int, num_points: int = 20) -> 
 
 def batch_targets(targets: list[MapTargets], device) -> list[MapTargets]:
     return [t.to(device) for t in targets]
+
+
+def random_dataset(num_samples: int, seed: int = 0, image_size: int = 64, num_cameras: int = 6,
+                   max_instances: int = 6) -> TensorMapDataset:
+    """Random camera tensors and random GT, the same for the same seed (tests, benchmarks)."""
+    rng = np.random.default_rng(seed)
+    instances = [random_instances(rng, int(rng.integers(1, max_instances + 1))) for _ in range(num_samples)]
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(num_samples, num_cameras, 3, image_size, image_size, generator=g)
+    return TensorMapDataset([f"sample{i:04d}" for i in range(num_samples)], instances, images=images)

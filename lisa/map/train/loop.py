@@ -66,6 +66,7 @@ class MapTrainer:
     state: dict = field(default_factory=dict)
     engine: torch.nn.Module | None = None  # DDP wrapper or the model
     stopped: bool = False
+    step_lrs: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": None, "samples_seen": 0,
@@ -130,12 +131,13 @@ class MapTrainer:
             else:
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.step_lrs = {g.get("name"): g["lr"] for g in self.optimizer.param_groups}  # the LRs this step used
         self.scheduler.step()
         return losses, not finite
 
     # ---- epochs ---------------------------------------------------------------------------------
     def lr_text(self) -> str:
-        by_name = {g.get("name"): g["lr"] for g in self.optimizer.param_groups}
+        by_name = self.step_lrs
         return " ".join(f"{n}={by_name[n]:.2e}" for n in LR_NAMES if n in by_name)
 
     def train_epoch(self, epoch: int, start_step: int) -> bool:
@@ -188,7 +190,7 @@ class MapTrainer:
         vals = dict(zip(LOSS_KEYS, (float(v) for v in losses)))
         avgs = dict(zip(LOSS_KEYS, self._averages()))
         record = {"step": state["global_step"], "epoch": epoch + 1, **vals,
-                  "lr": {g.get("name"): g["lr"] for g in self.optimizer.param_groups},
+                  "lr": dict(self.step_lrs),
                   "step_s": round(elapsed, 4), "train_seconds": round(state["train_seconds"], 3)}
         with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -203,8 +205,8 @@ class MapTrainer:
             if self.writer is not None:
                 for k in LOSS_KEYS:
                     self.writer.scalar(f"train/{k}", vals[k], state["global_step"])
-                for g in self.optimizer.param_groups:
-                    self.writer.scalar(f"lr/{g.get('name')}", g["lr"], state["global_step"])
+                for name, lr in self.step_lrs.items():
+                    self.writer.scalar(f"lr/{name}", lr, state["global_step"])
                 self.writer.scalar("train/samples_per_s", opts.batch_size * opts.grad_accumulation_steps
                                    * dist.world_size() / max(elapsed, 1e-9), state["global_step"])
 
