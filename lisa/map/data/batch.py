@@ -41,15 +41,15 @@ class TensorMapDataset(Dataset):
     ``instances[i]``: ``(labels [N], points [N, P, 2] metres, closed [N])`` of sample i."""
 
     def __init__(self, tokens: list[str], instances: list, images: torch.Tensor | None = None,
-                 features: torch.Tensor | None = None):
+                 features: torch.Tensor | None = None, targets: list[MapTargets] | None = None):
         if (images is None) == (features is None):
             raise ValueError("give images or features")
         self.tokens = list(tokens)
         self.inputs_key = "images" if images is not None else "features"
         self.inputs = images if images is not None else features
-        if not (len(self.tokens) == len(instances) == len(self.inputs)):
-            raise ValueError(f"{len(self.tokens)} tokens, {len(instances)} GT entries, {len(self.inputs)} inputs")
-        self.targets = [make_targets(*inst) for inst in instances]
+        self.targets = list(targets) if targets is not None else [make_targets(*inst) for inst in instances]
+        if not (len(self.tokens) == len(self.targets) == len(self.inputs)):
+            raise ValueError(f"{len(self.tokens)} tokens, {len(self.targets)} GT entries, {len(self.inputs)} inputs")
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -258,8 +258,12 @@ class MapTrainer:
             if self.opts.max_steps and self.state["global_step"] >= self.opts.max_steps:
                 break
             finished = self.train_epoch(epoch, start_step if epoch == start_epoch else 0)
-            if finished:
+            last = epoch + 1 == self.opts.epochs or self.stopped
+            if finished and ((epoch + 1) % self.opts.eval_epochs == 0 or last):
                 self.end_of_epoch(epoch)
+            elif finished:
+                self.state["epoch_sums"], self.state["epoch_count"] = [0.0] * len(LOSS_KEYS), 0
+                self.save_state()
             else:
                 self.save_state()
             if self.stopped:

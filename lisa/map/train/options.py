@@ -60,6 +60,7 @@ class TrainOptions:
     seed: int = 42
     log_steps: int = 10
     save_steps: int = 0
+    eval_epochs: int = 1
     resume: str | None = None
     no_eval: bool = False
     progress: bool = True
@@ -74,7 +75,7 @@ class TrainOptions:
             raise ValueError(f"--stage must be 2 or 3, got {self.stage}")
         if self.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        for name in ("batch_size", "grad_accumulation_steps", "epochs"):
+        for name in ("batch_size", "grad_accumulation_steps", "epochs", "eval_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -114,6 +115,7 @@ HELP = {
     "output_dir": "run folder (default outputs/map_detection_stage{2,3}_YYYYMMDD_HHMMSS)",
     "log_steps": "a log line (and TensorBoard scalars) every N optimizer steps",
     "save_steps": "also save a resumable training state every N optimizer steps (0: per epoch only)",
+    "eval_epochs": "validate and write epoch_N every N epochs (and after the last one)",
     "resume": "continue an interrupted run (its folder); exact: same batches, LRs and random draws",
     "no_eval": "no validation (best_model then follows the training loss)",
     "progress": "progress bar",

@@ -95,7 +95,7 @@ def run(opts: TrainOptions | dict, *, train_set=None, collate_fn=None, validate=
     if dist.is_main():
         print(trainable_share_line(model), flush=True)
     if train_set is None:
-        from ..data.nuscenes import build_train_and_val
+        from .data import build_train_and_val
 
         train_set, validate = build_train_and_val(opts, model)
     if collate_fn is None:

@@ -1,0 +1,1 @@
+"""Map detector inference: predictions, MapTR results JSON, Chamfer AP of a checkpoint."""
