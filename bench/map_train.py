@@ -99,7 +99,8 @@ def main() -> int:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     else:
         scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-        print(f"peak process memory (RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30:.2f} GiB")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        print(f"peak process memory (RSS): {peak / 2**30:.2f} GiB")
     return 0
 
 
