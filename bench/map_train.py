@@ -47,8 +47,8 @@ def main() -> int:
               "and the model folders.")
         return 0
 
+    from lisa.map.checkpoint import build_map_detector
     from lisa.map.data.batch import collate, random_dataset
-    from lisa.map.model import build_map_detector
     from lisa.map.model.report import trainable_share_line
     from lisa.map.model.stages import apply_stage, parameter_groups
 

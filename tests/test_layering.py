@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("evaluation", ("lisa.evaluation", "lisa.map.evaluation")),
     ("inference / export", ("lisa.inference", "lisa.export", "lisa.map.inference", "lisa.map.viz")),
     ("data", ("lisa.data", "lisa.map.data", "lisa.map.gt", "lisa.map.synth")),
-    ("checkpoint", ("lisa.checkpoint",)),
+    ("checkpoint", ("lisa.checkpoint", "lisa.map.checkpoint")),
     ("model", ("lisa.model", "lisa.map.model")),
     ("basics", ("lisa.tokenization", "lisa.conversation", "lisa.preprocess", "lisa.images", "lisa.dist",
                 "lisa.map", "lisa.map.spec")),

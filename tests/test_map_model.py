@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from lisa.map.checkpoint import build_map_detector
+from lisa.map.checkpoint.io import DetectorCheckpointError, load_detector, save_detector
 from lisa.map.data.batch import random_instances
-from lisa.map.model import build_map_detector, decode, make_targets
-from lisa.map.model.io import DetectorCheckpointError, load_detector, save_detector
+from lisa.map.model import decode, make_targets
 from lisa.map.model.stages import apply_stage, parameter_groups
 from lisa.map.spec import MAX_ORDERS, NUM_POINTS, NUM_QUERIES, equivalent_orders, normalize
 
@@ -160,7 +161,7 @@ def test_blip2_folder_maps_into_the_qformer_and_query_tokens(tmp_path):
 
 
 def test_blip2_loader_refuses_other_folders(tmp_path):
-    from lisa.map.model.sources import SourceError
+    from lisa.map.checkpoint.sources import SourceError
 
     (tmp_path / "llama").mkdir()
     (tmp_path / "llama" / "config.json").write_text('{"model_type": "llama"}')
@@ -174,7 +175,7 @@ def test_llm_from_a_folder_and_from_a_llava_checkpoint(tmp_path):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from lisa.checkpoint.tiny import make_tiny_llava
-    from lisa.map.model.sources import SourceError
+    from lisa.map.checkpoint.sources import SourceError
 
     torch.manual_seed(0)
     llm = AutoModelForCausalLM.from_config(LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=1,

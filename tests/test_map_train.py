@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lisa.map.checkpoint import build_map_detector
 from lisa.map.data.batch import collate, random_dataset
-from lisa.map.model import build_map_detector
 from lisa.map.model.stages import apply_stage, parameter_groups
 from lisa.map.train.run import run
 

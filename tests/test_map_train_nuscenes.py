@@ -26,7 +26,8 @@ def town(tmp_path_factory):
 
 
 def test_dataset_reads_the_gt_cache_built_on_the_fly(town, tmp_path, capsys):
-    from lisa.map.data.nuscenes import NuScenesMapDataset, gt_cache_path, load_or_build_gt
+    from lisa.map.data.nuscenes import NuScenesMapDataset
+    from lisa.map.inference.gt_cache import gt_cache_path, load_or_build_gt
     from lisa.map.model.config import CAMERAS
 
     split = str(town / "split.json")

@@ -1,5 +1,5 @@
 """The detector's samples from a nuScenes tree: the six camera images of each sample and its map GT,
-read from part 1's GT cache (built on the fly, with a message, when it is missing).
+from part 1's GT cache entries (``SampleGT``; ``lisa.map.inference.gt_cache`` finds or builds the cache).
 
 Images are resized to the vision tower's square input and CLIP-normalised; cameras come in the
 detector's camera order (the cache's channel names are checked, not assumed).
@@ -7,7 +7,6 @@ detector's camera order (the cache's channel names are checked, not assumed).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -21,38 +20,6 @@ from ..model.targets import make_targets
 from .batch import TensorMapDataset, clip_normalize
 
 log = logging.getLogger("lisa.map.data")
-
-
-def gt_cache_path(dataroot, version: str, split: str, split_file: str | None = None,
-                  cache_dir: str | None = None) -> Path:
-    """``CACHE_DIR/gt_cache_{version}_{split}[_{split file digest}].npz`` (default CACHE_DIR:
-    ``DATAROOT/map_gt_cache``); the digest keeps caches of different custom splits apart."""
-    folder = Path(cache_dir) if cache_dir else Path(dataroot) / "map_gt_cache"
-    name = f"gt_cache_{version}_{split}"
-    if split_file:
-        path = Path(split_file)
-        if not path.is_file():
-            raise MapDataError(f"--split_file {path} does not exist")
-        name += "_" + hashlib.sha256(path.read_bytes()).hexdigest()[:10]
-    return folder / f"{name}.npz"
-
-
-def load_or_build_gt(dataroot, version: str, split: str, split_file: str | None = None,
-                     cache_dir: str | None = None, workers: int = 1, progress: bool = True, build: bool = True):
-    """The GT cache of a split (a ``GTCache``). A missing cache is built and written first when
-    ``build`` (the caller makes sure only one process builds)."""
-    from ..gt import GTBuildOptions, build_gt, read_cache, write_cache
-
-    path = gt_cache_path(dataroot, version, split, split_file, cache_dir)
-    if not path.is_file():
-        if not build:
-            raise MapDataError(f"GT cache {path} does not exist")
-        print(f"GT cache {path} not found: building it from {Path(dataroot) / version} ({split} split)", flush=True)
-        samples = build_gt(GTBuildOptions(str(dataroot), version, split, split_file, workers=workers,
-                                          progress=progress))
-        write_cache(path, samples, {"dataroot": str(dataroot), "version": version, "split": split,
-                                    "split_file": split_file})
-    return read_cache(path)
 
 
 def load_camera(path: Path, size: int) -> torch.Tensor:

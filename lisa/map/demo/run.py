@@ -50,7 +50,7 @@ class MapDemoResult:
 
 def prepare_data(data_dir: Path, recipe: MapDemoRecipe, progress: bool = True):
     """The synthetic tree (written once per data recipe) and its train / val GT caches."""
-    from ..data.nuscenes import load_or_build_gt
+    from ..inference.gt_cache import load_or_build_gt
     from ..synth import SynthOptions, write_synthetic_tree
 
     stamp = data_dir / "demo_data.json"
@@ -76,9 +76,10 @@ def _summary(metrics: dict) -> dict:
 
 
 def train_demo(out: Path, recipe: MapDemoRecipe, train_samples, val_samples, progress: bool = True) -> dict:
+    from ..checkpoint import build_map_detector
     from ..data.nuscenes import NuScenesMapDataset, precompute_features
-    from ..inference.predictor import evaluate_predictions, predict
-    from ..model import build_map_detector
+    from ..evaluation.detector import evaluate_predictions
+    from ..inference.predictor import predict
     from ..train.run import run
     from ..train.sampling import steps_per_epoch
     from .baseline import baseline_predictions
@@ -120,9 +121,10 @@ def train_demo(out: Path, recipe: MapDemoRecipe, train_samples, val_samples, pro
 
 def evaluate_model_dir(model_dir: Path, data_dir: Path, val_samples, progress: bool = True) -> dict:
     """The saved detector on the held-out camera images (CLIP included)."""
+    from ..checkpoint.io import load_detector
     from ..data.nuscenes import NuScenesMapDataset
-    from ..inference.predictor import evaluate_predictions, predict
-    from ..model.io import load_detector
+    from ..evaluation.detector import evaluate_predictions
+    from ..inference.predictor import predict
 
     model = load_detector(model_dir)
     data = NuScenesMapDataset(data_dir, val_samples, model.config.image_size, model.config.cameras)
@@ -163,11 +165,13 @@ def run_map_demo(out="map_demo_out", *, retrain: bool = False, steps: int | None
                            untrained=info["untrained"]["mAP"], baseline=info["baseline"]["mAP"], target=TARGET)
     example_png, token = None, None
     if val_samples:
-        from ..inference.sample import draw_prediction, predict_sample
+        from ..inference.predictor import as_eval_vectors
+        from ..inference.sample import predict_sample
+        from ..viz.overlay import prediction_picture
 
         token = val_samples[len(val_samples) // 2].token
         gt, pred = predict_sample(model_dir, out / "data", VERSION, token)
         example_png = out / "example_bev.png"
-        draw_prediction(out / "data", gt, pred).save(example_png)
+        prediction_picture(out / "data", gt, as_eval_vectors({token: pred})[token]).save(example_png)
     return MapDemoResult(model_dir, trained, info["metrics"], info["untrained"], info["baseline"], info["curve"],
                          info.get("train_seconds"), curve_png, example_png, token)

@@ -21,6 +21,10 @@ at 0.5 / 1.0 / 1.5 m. mAP averages the classes that have GT (mAP_all_classes: al
 --gt: a lisa GT cache (`lisa map gt-cache`) or MapTR's GT JSON ({"GTs": [...]}).
 --predictions: MapTR's results JSON ({"results": {sample_token: {"vectors": [{"pts", "cls_name",
 "confidence_level"}]}}}; "map_results" is read too).
+
+--checkpoint DIR (a trained map detector): predict the --split of --dataroot / --version first (its GT
+cache is built when missing), write the predictions to --predictions (default DIR/results_SPLIT.json)
+and evaluate them against that split's GT.
 """
 
 
@@ -40,11 +44,28 @@ def format_table(metrics: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lisa map eval", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gt", required=True, help="GT cache or MapTR GT JSON")
-    p.add_argument("--predictions", required=True, help="MapTR results JSON")
+    p.add_argument("--gt", default=None, help="GT cache or MapTR GT JSON")
+    p.add_argument("--predictions", default=None,
+                   help="MapTR results JSON (read; with --checkpoint: written)")
     p.add_argument("--output", default=None, help="write the metrics JSON here")
+    d = p.add_argument_group("predicting with a trained detector")
+    d.add_argument("--checkpoint", default=None, help="map detector folder (e.g. RUN/best_model)")
+    d.add_argument("--dataroot", default=None, help="nuScenes folder")
+    d.add_argument("--version", default="v1.0-trainval")
+    d.add_argument("--split", default="val")
+    d.add_argument("--split_file", default=None, help='JSON {"train": [scenes], "val": [...]}')
+    d.add_argument("--gt_cache_dir", default=None,
+                   help="where GT caches are read or built (default DATAROOT/map_gt_cache)")
+    d.add_argument("--batch_size", type=int, default=4)
+    d.add_argument("--num_workers", type=int, default=0)
+    d.add_argument("--max_samples", type=int, default=None, help="only the first N samples of the split")
+    d.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     start = time.perf_counter()
+    if args.checkpoint:
+        return _eval_checkpoint(args, p, start)
+    if not args.gt or not args.predictions:
+        p.error("--gt and --predictions are required (or --checkpoint with --dataroot)")
     try:
         gts = read_gt_vectors(args.gt)
         preds = read_predictions(args.predictions)
@@ -56,6 +77,28 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"warning: {missing} of {len(gts)} GT samples have no predictions (counted as predicting nothing)",
               file=sys.stderr)
+    return _report(metrics, args, start)
+
+
+def _eval_checkpoint(args, parser, start: float) -> int:
+    from lisa.map.checkpoint import DetectorCheckpointError, SourceError
+    from lisa.map.evaluation.detector import CheckpointEval, evaluate_checkpoint
+
+    if not args.dataroot:
+        parser.error("--checkpoint needs --dataroot (and --version, --split)")
+    results = args.predictions or str(Path(args.checkpoint) / f"results_{args.split}.json")
+    opts = CheckpointEval(args.checkpoint, args.dataroot, args.version, args.split, args.split_file,
+                          args.gt_cache_dir, args.batch_size, args.num_workers, args.max_samples, args.precision)
+    try:
+        metrics = evaluate_checkpoint(opts, results)
+    except (MapDataError, DetectorCheckpointError, SourceError) as e:
+        print(f"lisa map eval: {e}", file=sys.stderr)
+        return 2
+    print(f"predictions -> {results}")
+    return _report(metrics, args, start)
+
+
+def _report(metrics: dict, args, start: float) -> int:
     print(format_table(metrics))
     print(f"({time.perf_counter() - start:.1f} s)")
     if args.output:

@@ -23,11 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from ..checkpoint.io import DetectorCheckpointError
+    from ..checkpoint.sources import SourceError
     from ..errors import MapDataError
-    from ..model.io import DetectorCheckpointError
-    from ..model.sources import SourceError
-    from .predictor import results_json
-    from .sample import draw_prediction, predict_sample
+    from ..viz.overlay import prediction_picture
+    from .predictor import as_eval_vectors, results_json
+    from .sample import predict_sample
 
     try:
         gt, pred = predict_sample(args.checkpoint, args.dataroot, args.version, args.sample)
@@ -35,7 +36,8 @@ def main(argv=None) -> int:
         print(f"lisa map predict: {e}", file=sys.stderr)
         return 2
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    draw_prediction(args.dataroot, gt, pred, args.score_threshold).save(args.out)
+    vectors = as_eval_vectors({args.sample: pred})[args.sample]
+    prediction_picture(args.dataroot, gt, vectors, args.score_threshold).save(args.out)
     shown = int((pred.scores >= args.score_threshold).sum())
     print(f"{args.out}: {shown} predicted instances at score >= {args.score_threshold} over {len(gt)} GT instances")
     if args.predictions_out:

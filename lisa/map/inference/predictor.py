@@ -1,4 +1,4 @@
-"""Running a trained detector over samples: predictions in metres, MapTR's results JSON, Chamfer AP.
+"""Running a trained detector over samples: predictions in metres, MapTR's results JSON.
 
 ``predict`` decodes every query (see ``model/decode.py``: one instance per query, scored by its class
 probability); evaluation then ranks them by that score, as MapTR's protocol wants every candidate.
@@ -51,24 +51,3 @@ def as_eval_vectors(predictions: dict[str, MapPrediction]) -> dict[str, list]:
 
     return {t: [(CLASSES[int(c)], pts, float(s)) for c, s, pts in zip(p.labels, p.scores, p.points)]
             for t, p in predictions.items()}
-
-
-def evaluate_predictions(predictions: dict[str, MapPrediction], samples) -> dict:
-    """Chamfer AP (part 1's evaluator) of ``predictions`` against the raw GT of ``samples`` (GT cache)."""
-    from ..evaluation import evaluate, gt_vectors
-
-    return evaluate(gt_vectors(samples), as_eval_vectors(predictions))
-
-
-class Validator:
-    """``validator(model) -> metrics``: predict the val samples and score them (used after each epoch)."""
-
-    def __init__(self, dataset, samples, batch_size: int = 4, num_workers: int = 0, progress: bool = True,
-                 autocast_dtype: torch.dtype | None = None):
-        self.dataset, self.samples = dataset, samples
-        self.batch_size, self.num_workers, self.progress = batch_size, num_workers, progress
-        self.autocast_dtype = autocast_dtype
-
-    def __call__(self, model) -> dict:
-        preds = predict(model, self.dataset, self.batch_size, self.num_workers, self.progress, self.autocast_dtype)
-        return evaluate_predictions(preds, self.samples)

@@ -28,11 +28,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     import torch
 
+    from ..checkpoint.build import build_from_config
+    from ..checkpoint.io import DetectorCheckpointError, load_detector
+    from ..checkpoint.sources import SourceError
     from .config import preset_config
-    from .detector import build_from_config
-    from .io import DetectorCheckpointError, load_detector
     from .report import format_report
-    from .sources import SourceError
     from .stages import apply_stage
 
     try:

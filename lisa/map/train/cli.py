@@ -13,8 +13,8 @@ def main(argv=None) -> int:
 
     ap = build_parser()
     ns = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    from ..model.io import DetectorCheckpointError
-    from ..model.sources import SourceError
+    from ..checkpoint.io import DetectorCheckpointError
+    from ..checkpoint.sources import SourceError
     from .loop import TrainingError
     from .options import TrainOptions
     from .run import run

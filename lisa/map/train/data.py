@@ -3,12 +3,12 @@ main process when missing, the others wait), the image data sets and the per-epo
 
 from __future__ import annotations
 
-from ...train import dist
+from ... import dist
 from .options import TrainOptions
 
 
 def load_split(opts: TrainOptions, split: str):
-    from ..data.nuscenes import load_or_build_gt
+    from ..inference.gt_cache import load_or_build_gt
 
     args = (opts.dataroot, opts.version, split, opts.split_file, opts.gt_cache_dir)
     if dist.is_main():
@@ -21,7 +21,7 @@ def load_split(opts: TrainOptions, split: str):
 
 def build_train_and_val(opts: TrainOptions, model):
     from ..data.nuscenes import NuScenesMapDataset
-    from ..inference.predictor import Validator
+    from ..evaluation.detector import Validator
 
     cfg = model.config
     train = NuScenesMapDataset(opts.dataroot, load_split(opts, opts.train_split).samples, cfg.image_size,

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ...train import dist
+from ... import dist
 from ..model.losses import LOSS_KEYS
 from .sampling import epoch_loader
 from .state import atomic_write, publish, save_train_state

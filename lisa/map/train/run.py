@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...train import dist
+from ... import dist
+from ..checkpoint.build import build_from_config
 from ..model.config import preset_config
-from ..model.detector import build_from_config
 from ..model.losses import LossWeights, SetCriterion
 from ..model.report import trainable_share_line
 from ..model.stages import apply_stage, parameter_groups
@@ -44,7 +44,7 @@ def build_model(opts: TrainOptions):
                           noobj_weight=opts.noobj_weight, aux=opts.aux_loss)
     dtype = HALF.get(opts.precision)
     if opts.init_from:
-        from ..model.io import load_detector
+        from ..checkpoint.io import load_detector
 
         model = load_detector(opts.init_from, dtype=dtype)
         model.criterion = SetCriterion(model.config.num_classes, weights)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.io import load_state, read_state_file, save_detector
+from ..checkpoint.io import load_state, read_state_file, save_detector
 
 STATE_DIR = "train_state"
 STATE_FILE = "state.json"

@@ -1,8 +1,6 @@
-"""A trained detector over a whole split: predictions (MapTR results JSON) and part 1's Chamfer AP.
-
-What ``lisa map eval --checkpoint DIR`` runs: the split's GT cache (built when missing), the detector's
-predictions for every sample, the results file, the metrics.
-"""
+"""A trained map detector judged by part 1's Chamfer AP: the per-epoch validator of ``lisa map train``
+and ``lisa map eval --checkpoint`` (the split's GT cache, built when missing, the detector's
+predictions for every sample, MapTR's results file, the metrics)."""
 
 from __future__ import annotations
 
@@ -12,7 +10,29 @@ from pathlib import Path
 
 import torch
 
-from .predictor import evaluate_predictions, predict, results_json
+from ..inference.predictor import as_eval_vectors, predict, results_json
+from ..model.decode import MapPrediction
+
+
+def evaluate_predictions(predictions: dict[str, MapPrediction], samples) -> dict:
+    """Chamfer AP (part 1's evaluator) of ``predictions`` against the raw GT of ``samples`` (GT cache)."""
+    from . import evaluate, gt_vectors
+
+    return evaluate(gt_vectors(samples), as_eval_vectors(predictions))
+
+
+class Validator:
+    """``validator(model) -> metrics``: predict the val samples and score them (used after each epoch)."""
+
+    def __init__(self, dataset, samples, batch_size: int = 4, num_workers: int = 0, progress: bool = True,
+                 autocast_dtype: torch.dtype | None = None):
+        self.dataset, self.samples = dataset, samples
+        self.batch_size, self.num_workers, self.progress = batch_size, num_workers, progress
+        self.autocast_dtype = autocast_dtype
+
+    def __call__(self, model) -> dict:
+        preds = predict(model, self.dataset, self.batch_size, self.num_workers, self.progress, self.autocast_dtype)
+        return evaluate_predictions(preds, self.samples)
 
 
 @dataclass
@@ -32,8 +52,9 @@ class CheckpointEval:
 
 def evaluate_checkpoint(opts: CheckpointEval, results_path: str | Path | None = None) -> dict:
     """Returns the metrics; writes MapTR's results JSON to ``results_path`` when given."""
-    from ..data.nuscenes import NuScenesMapDataset, load_or_build_gt
-    from ..model.io import load_detector
+    from ..checkpoint.io import load_detector
+    from ..data.nuscenes import NuScenesMapDataset
+    from ..inference.gt_cache import load_or_build_gt
 
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[opts.precision]
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")

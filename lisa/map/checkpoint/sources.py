@@ -4,8 +4,8 @@ in the local cache). Each loader fails with a message that names the folder and 
 - LLM: any folder ``AutoModelForCausalLM`` loads, or a LLaVA / LISA checkpoint folder (its LLaMA
   weights are read with the project's checkpoint layout; CLIP, projector and SAM are skipped).
 - Vision tower: a CLIP (or CLIP vision) folder.
-- Tokenizer: the LLM folder's, or ``bytes`` (UTF-8 bytes after the three LLaMA specials; the tiny
-  preset, which has no trained vocabulary).
+- Tokenizer: the LLM folder's, or ``bytes`` (``model/text.py``; the tiny preset, which has no trained
+  vocabulary).
 """
 
 from __future__ import annotations
@@ -125,21 +125,10 @@ def load_vision(ref: str, dtype: torch.dtype | None = None):
         raise SourceError(f"{folder}: cannot load a CLIP vision model from this folder ({e})") from e
 
 
-class ByteTokenizer:
-    """UTF-8 bytes shifted past LLaMA's ``<unk>=0 <s>=1 </s>=2``; for LLMs without a vocabulary."""
-
-    bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
-    vocab_size = 259
-
-    def encode(self, text: str, add_bos: bool = True) -> list[int]:
-        return ([self.bos_token_id] if add_bos else []) + [b + 3 for b in text.encode("utf-8")]
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-
 def load_text_tokenizer(kind: str, llm_ref: str | None):
     if kind == "bytes":
+        from ..model.text import ByteTokenizer
+
         return ByteTokenizer()
     if not llm_ref:
         raise SourceError("tokenizer 'auto' needs an LLM folder (llm_path); the tiny preset uses 'bytes'")
@@ -150,12 +139,3 @@ def load_text_tokenizer(kind: str, llm_ref: str | None):
         return load_tokenizer(folder)
     except Exception as e:
         raise SourceError(f"{folder}: no usable tokenizer in the LLM folder ({e})") from e
-
-
-def encode_instruction(tokenizer, text: str) -> list[int]:
-    """The instruction's ids with BOS; user text is encoded as plain text (no control tokens)."""
-    if isinstance(tokenizer, ByteTokenizer):
-        return tokenizer.encode(text)
-    ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids
-    bos = tokenizer.bos_token_id
-    return ([bos] if bos is not None else []) + list(ids)

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import MapDetectorConfig
-from .detector import TRAINED_PARTS, MapDetector, build_from_config
+from ..model.config import MapDetectorConfig
+from ..model.detector import TRAINED_PARTS, MapDetector
+from .build import build_from_config
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
