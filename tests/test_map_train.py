@@ -140,3 +140,26 @@ def test_two_gloo_processes_match_one_on_the_same_global_batch(tmp_path):
     log_a = [json.loads(x)["loss_total"] for x in (one / "train_log.jsonl").read_text().splitlines()]
     log_b = [json.loads(x)["loss_total"] for x in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
     assert log_a == pytest.approx(log_b, rel=1e-4)
+
+
+def test_stage3_from_a_stage2_detector_trains_the_llm(tmp_path, capsys):
+    data = random_dataset(4, seed=6)
+    stage2 = run(dict(FAST, epochs=1, no_eval=True, output_dir=str(tmp_path / "s2")), train_set=data)
+    full = run(dict(FAST, epochs=1, no_eval=True, stage=3, lr_llm=1e-3, init_from=str(stage2 / "final_model"),
+                    output_dir=str(tmp_path / "s3")), train_set=data)
+    assert re.search(r"LR: q=\S+ m=\S+ d=\S+ llm=\S+", capsys.readouterr().out)
+    before, after = _weights(stage2 / "final_model"), _weights(full / "final_model")
+    llm = [k for k in before if k.startswith("llm.")]
+    assert llm and any(not torch.equal(before[k], after[k]) for k in llm)
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("vision."))  # CLIP stays frozen
+    # with LoRA only adapters train; the folder reloads with its adapters
+    lora = run(dict(FAST, epochs=1, no_eval=True, stage=3, llm_lora_r=2, lr_llm=1e-3,
+                    init_from=str(stage2 / "final_model"), output_dir=str(tmp_path / "lora")), train_set=data)
+    from lisa.map.checkpoint import load_detector
+
+    model = load_detector(lora / "final_model")
+    assert model.config.llm_lora["r"] == 2
+    saved = _weights(lora / "final_model")
+    state = model.state_dict()
+    assert all(torch.equal(saved[k], state[k]) for k in saved)
+    assert any("lora_" in k for k in saved)

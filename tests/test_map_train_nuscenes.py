@@ -89,7 +89,7 @@ def test_train_reports_a_wrong_dataroot(tmp_path, capsys):
 def test_demo_learns_beats_the_baselines_and_reuses_its_model(tmp_path):
     from lisa.map.demo.run import run_map_demo
 
-    small = dict(scenes=4, samples_per_scene=6, image_size=(96, 54), steps=120, evals=2)
+    small = dict(scenes=3, samples_per_scene=6, image_size=(96, 54), steps=100, batch_size=4, evals=2)
     first = run_map_demo(tmp_path, overrides=small, progress=False)
     assert first.trained and first.curve and first.curve_png.is_file() and first.example_png.is_file()
     assert first.metrics["mAP"] > first.untrained["mAP"]

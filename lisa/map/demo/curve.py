@@ -32,7 +32,7 @@ def draw_curve(points: list[tuple[float, float]], path, *, untrained: float, bas
         d.line([x, H - PAD, x, H - PAD + 4], fill=(120, 120, 120))
         d.text((x - 12, H - PAD + 8), f"{t:.0f} s", fill=(0, 0, 0))
     for value, colour, label in ((untrained, (200, 60, 60), "untrained"), (baseline, (120, 120, 120), "average map"),
-                                 (target, (60, 160, 60), "target 0.30")):
+                                 (target, (60, 160, 60), "target")):
         _, y = xy(0, value)
         d.line([PAD, y, W - PAD, y], fill=colour, width=1)
         d.text((W - PAD - 90, y - 14), f"{label} {value:.3f}", fill=colour)
