@@ -23,6 +23,7 @@ class MapDemoRecipe:
     lr: float = 1e-3  # all three groups: a detector trained from scratch, not a pretrained Q-Former
     warmup_steps: int = 50
     grad_clip: float = 1.0
+    noobj_weight: float = 0.1  # lisa map train's --noobj_weight
     evals: int = 8  # validations during training (the learning curve)
     seed: int = 0
 

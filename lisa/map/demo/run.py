@@ -102,7 +102,8 @@ def train_demo(out: Path, recipe: MapDemoRecipe, train_samples, val_samples, pro
     shutil.rmtree(run_dir, ignore_errors=True)
     opts = dict(preset="tiny", output_dir=str(run_dir), batch_size=recipe.batch_size, epochs=epochs,
                 max_steps=recipe.steps, lr_qformer=recipe.lr, lr_queries=recipe.lr, lr_decoder=recipe.lr,
-                warmup_steps=recipe.warmup_steps, grad_clip=recipe.grad_clip, num_workers=0, seed=recipe.seed,
+                warmup_steps=recipe.warmup_steps, grad_clip=recipe.grad_clip, noobj_weight=recipe.noobj_weight,
+                num_workers=0, seed=recipe.seed,
                 eval_epochs=max(1, epochs // max(1, recipe.evals)), log_steps=100, progress=progress)
     t0 = time.perf_counter()
     run(opts, train_set=train, validate=lambda m: evaluate_predictions(predict(m, val, 8, progress=False),
