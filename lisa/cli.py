@@ -9,7 +9,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("lisa.chat.cli", "main", "chat with a LISA model (interactive or one-shot)"),
     "make-tiny": ("lisa.checkpoint.cli", "main", "write a tiny random checkpoint in the LISA layout"),
-    "data": ("lisa.data.cli", "main", "dataset tools: check, convert-refs, synth"),
+    "data": ("lisa.data.cli", "main", "dataset tools: check, convert-refs, subset, synth"),
     "train": ("lisa.train.cli", "main", "train with LoRA through DeepSpeed"),
     "eval": ("lisa.evaluation.cli", "main", "gIoU / cIoU evaluation"),
     "export": ("lisa.export.cli", "main", "DeepSpeed run -> merged model folder"),

@@ -2,6 +2,9 @@
 
 Each step reproduces the original pipeline:
 - CLIP: shortest side to ``size`` (PIL bicubic, long side truncated), centre crop, 1/255, CLIP mean/std.
+- SigLIP towers: the whole image to ``size`` x ``size`` (PIL bicubic), 1/255, mean = std = 0.5.
+- LLaVA-1.5's ``image_aspect_ratio "pad"``: the image first centred on a square of the tower's
+  mean colour (so nothing is cropped away), then the tower's processor.
 - SAM: longest side to ``size`` (PIL bilinear, round half up), SAM mean/std on 0..255, zero pad right/bottom.
 - masks: bilinear to the padded square, crop to the resized size, bilinear to the original size.
 """
@@ -15,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .constants import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD
+from .constants import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD, SIGLIP_MEAN, SIGLIP_STD
 
 
 def as_rgb_array(image) -> np.ndarray:
@@ -53,6 +56,53 @@ def clip_preprocess(image: np.ndarray, size: int = 224, crop_size: int | None = 
     arr = arr[top:top + crop, left:left + crop].astype(np.float32) * (1 / 255)
     arr = (arr - np.asarray(CLIP_MEAN, dtype=np.float32)) / np.asarray(CLIP_STD, dtype=np.float32)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def siglip_preprocess(image: np.ndarray, size: int = 224) -> torch.Tensor:
+    """[3, size, size] float32 tensor as SiglipImageProcessor produces it (no aspect kept, no crop)."""
+    arr = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC)).astype(np.float32) * (1 / 255)
+    arr = (arr - np.asarray(SIGLIP_MEAN, dtype=np.float32)) / np.asarray(SIGLIP_STD, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def pad_to_square(image: np.ndarray, fill: tuple[int, int, int]) -> np.ndarray:
+    """The image centred on a square canvas of colour ``fill`` (LLaVA-1.5's ``expand2square``:
+    the offset of the shorter side is rounded down)."""
+    h, w = image.shape[:2]
+    if h == w:
+        return image
+    side = max(h, w)
+    canvas = np.empty((side, side, 3), dtype=np.uint8)
+    canvas[:] = np.asarray(fill, dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top:top + h, left:left + w] = image
+    return canvas
+
+
+@dataclass(frozen=True)
+class VisionInput:
+    """How an RGB image becomes the vision tower's input: ``kind`` "clip" or "siglip" (whose
+    processor), ``size`` (its input side), ``pad`` (LLaVA-1.5 ``image_aspect_ratio "pad"``)."""
+
+    size: int = 224
+    kind: str = "clip"
+    pad: bool = False
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return SIGLIP_MEAN if self.kind == "siglip" else CLIP_MEAN
+
+    @property
+    def fill(self) -> tuple[int, int, int]:
+        """The padding colour: the processor's mean as 0..255 integers (truncated, as LLaVA)."""
+        return tuple(int(m * 255) for m in self.mean)
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        if self.pad:
+            image = pad_to_square(image, self.fill)
+        if self.kind == "siglip":
+            return siglip_preprocess(image, self.size)
+        return clip_preprocess(image, self.size)
 
 
 def sam_resize_shape(h: int, w: int, long_side: int = 1024) -> tuple[int, int]:

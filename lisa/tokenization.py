@@ -47,7 +47,8 @@ def load_tokenizer(path, model_max_length: int = 512):
         )
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), model_max_length=model_max_length,
-                                            padding_side="right", local_files_only=True)
+                                            padding_side="right", local_files_only=True,
+                                            **_language_model_config(folder))
     except Exception as exc:  # transformers raises many kinds; name the folder in all of them
         raise ValueError(f"could not load the tokenizer in {str(folder)!r}: {exc}") from exc
     if not getattr(tok, "is_fast", False) or getattr(tok, "backend_tokenizer", None) is None:
@@ -58,6 +59,34 @@ def load_tokenizer(path, model_max_length: int = 512):
             raise ValueError(f"the tokenizer in {str(folder)!r} has neither a pad nor an unk token")
         tok.pad_token = tok.unk_token
     return tok
+
+
+def _language_model_config(folder: Path) -> dict:
+    """``{"config": ...}`` for AutoTokenizer when ``config.json`` is a flat LLaVA / LISA config.
+
+    Left to itself, AutoTokenizer parses such a file as transformers' own nested ``LlavaConfig``,
+    which fails on fields of the language model (Llama-3 ``rope_scaling`` needs
+    ``max_position_embeddings``) and picks the tokenizer class for "llava" instead of for the
+    language model. The tokenizer belongs to the language model, so it is chosen by that model's
+    type (a default config of that type: only its ``model_type`` matters here)."""
+    from transformers import AutoConfig
+
+    from .constants import LLAVA_LLM_TYPES
+
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or "text_config" in data:
+        return {}  # no config.json, or transformers' own nested layout (llava-hf), which it parses itself
+    if data.get("model_type") not in LLAVA_LLM_TYPES:
+        return {}
+    lisa_block = data.get("lisa") if isinstance(data.get("lisa"), dict) else {}
+    llm_type = lisa_block.get("llm_model_type") or LLAVA_LLM_TYPES[data["model_type"]]
+    try:
+        return {"config": AutoConfig.for_model(llm_type)}
+    except (ValueError, KeyError):
+        return {}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from transformers.initialization import no_init_weights
 from ..model.config import LisaConfig
 from ..model.lisa import LisaForSegmentation
 from ..model.sam import sam_config
+from ..model.vision_siglip import is_siglip
 from .errors import CheckpointError, first
 from .files import materialize, read_folder
 from .hub import parse_hub_id, resolve_model
@@ -63,12 +64,24 @@ def _local_clip(ref: str, folder: Path) -> Path | None:
     return None
 
 
+def _vision_class(where) -> type:
+    """SiglipVisionModel for a SigLIP folder (by its config.json), else CLIPVisionModel."""
+    from transformers import SiglipVisionModel
+
+    try:
+        data = json.loads((Path(where) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return CLIPVisionModel
+    return SiglipVisionModel if is_siglip(data) else CLIPVisionModel
+
+
 def resolve_vision(cfg: LisaConfig, folder: Path, internal: dict, vision_tower: str | None, progress: bool = True):
-    """Returns (CLIPVisionConfig dict, CLIP state dict in our names or None when in the checkpoint).
+    """Returns (vision config dict, tower state dict in our names or None when in the checkpoint).
 
     CLIP comes from ``vision_tower`` or the config's name: a folder (relative to the checkpoint
     first), else a Hub id such as ``openai/clip-vit-large-patch14``, fetched only when the
-    checkpoint does not carry the CLIP weights itself or ``--vision-tower`` asks for it."""
+    checkpoint does not carry the CLIP weights itself or ``--vision-tower`` asks for it. CLIP and
+    SigLIP towers are recognised by their folder's config.json."""
     ref = vision_tower or cfg.vision_tower
     has_weights = any(k.startswith("vision_tower.vision_tower.") for k in internal)
     clip_dir = _local_clip(ref, folder) if ref else None
@@ -77,11 +90,13 @@ def resolve_vision(cfg: LisaConfig, folder: Path, internal: dict, vision_tower: 
     if vision_tower and clip_dir is None:
         raise CheckpointError(f"--vision-tower {vision_tower}: no folder with a config.json there, nor a Hub id")
     if clip_dir is not None:
+        kind = _vision_class(clip_dir)
         try:
             with _quiet():
-                clip = CLIPVisionModel.from_pretrained(str(clip_dir), local_files_only=True)
+                clip = kind.from_pretrained(str(clip_dir), local_files_only=True)
         except Exception as e:  # transformers raises OSError/ValueError variants
-            raise CheckpointError(f"{clip_dir}: cannot load a CLIP vision model from this folder ({e})") from e
+            raise CheckpointError(f"{clip_dir}: cannot load a vision model ({kind.__name__}) from this folder "
+                                  f"({e})") from e
         vcfg = clip.config.to_dict()
         weights = None if has_weights else {"vision_tower.vision_tower." + k: v for k, v in clip.state_dict().items()}
         return vcfg, weights

@@ -37,16 +37,23 @@ TINY_PRESETS = {
 }
 
 
-def build_tiny_config(vocab_size: int, preset: str = "tiny", **overrides) -> LisaConfig:
+def build_tiny_config(vocab_size: int, preset: str = "tiny", llm_fields: dict | None = None,
+                      tower: str = "clip", **overrides) -> LisaConfig:
+    """``llm_fields`` replace fields of the LLaMA config (another family, see ``tiny_families``);
+    ``tower`` "clip" or "siglip"."""
+    from .tiny_families import tower_config
+
     p = TINY_PRESETS[preset]
     llm = dict(model_type="llama", vocab_size=vocab_size, max_position_embeddings=2048, rms_norm_eps=1e-6,
                num_key_value_heads=p["llm"]["num_attention_heads"], tie_word_embeddings=False,
                bos_token_id=1, eos_token_id=2, pad_token_id=0, **p["llm"])
+    llm.update(llm_fields or {})
     clip = dict(model_type="clip_vision_model", hidden_act="quick_gelu", layer_norm_eps=1e-5,
                 projection_dim=32, **p["clip"])
+    vision = tower_config(tower, clip)
     sam = sam_config(**p["sam"]).to_dict()
-    cfg = LisaConfig(llm=llm, vision=clip, sam=sam, vision_tower="vision_tower",
-                     mm_hidden_size=clip["hidden_size"], out_dim=p["sam"]["prompt_dim"])
+    cfg = LisaConfig(llm=llm, vision=vision, sam=sam, vision_tower="vision_tower",
+                     mm_hidden_size=vision["hidden_size"], out_dim=p["sam"]["prompt_dim"])
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return cfg
@@ -73,23 +80,34 @@ def make_tiny(out, seed: int = 0, preset: str = "tiny", format: str = "lisa", sh
 LLAVA_VERSIONS = ("v1", "v1.5", "llama2")
 
 
-def make_tiny_llava(out, seed: int = 0, version: str = "v1.5", preset: str = "tiny"):
+def make_tiny_llava(out, seed: int = 0, version: str = "v1.5", preset: str = "tiny", llm: str = "llama",
+                    tower: str = "clip"):
     """A tiny base LLaVA folder (no SAM, no [SEG]) as training starts from: ``v1`` (LLaVA-Lightning
     v1-1: linear projector, ``<im_patch>/<im_start>/<im_end>`` in the tokenizer), ``llama2``
     (llava-llama-2-13b-chat-lightning: linear projector, none of those tokens) or ``v1.5``
-    (2-layer GELU MLP projector)."""
+    (2-layer GELU MLP projector, ``image_aspect_ratio "pad"`` as LLaVA-1.5's config). ``llm``
+    "llama3" / "qwen2" and ``tower`` "siglip" give the other families of ``tiny_families``."""
     from ..tokenization import train_llama_style_tokenizer
     from .saver import save_pretrained
+    from .tiny_families import LLM_FAMILIES, llm_fields, train_byte_level_tokenizer
 
     if version not in LLAVA_VERSIONS:
         raise ValueError(f"version must be one of {LLAVA_VERSIONS}")
+    if llm not in LLM_FAMILIES:
+        raise ValueError(f"llm must be one of {LLM_FAMILIES}")
     out = Path(out)
-    tokenizer = train_llama_style_tokenizer(TINY_TEXTS, TINY_PRESETS[preset]["vocab"], out / ".tokenizer_build")
+    vocab = TINY_PRESETS[preset]["vocab"]
+    if llm == "llama":
+        tokenizer = train_llama_style_tokenizer(TINY_TEXTS, vocab, out / ".tokenizer_build")
+    else:
+        tokenizer = train_byte_level_tokenizer(TINY_TEXTS, vocab, out / ".tokenizer_build", family=llm)
     if version == "v1":
         tokenizer.add_tokens(["<im_patch>"], special_tokens=True)
         tokenizer.add_tokens(["<im_start>", "<im_end>"], special_tokens=True)
     torch.manual_seed(seed)
-    cfg = build_tiny_config(len(tokenizer), preset)
+    cfg = build_tiny_config(len(tokenizer), preset, llm_fields=llm_fields(llm, tokenizer), tower=tower)
+    if version == "v1.5":
+        cfg.extra["image_aspect_ratio"] = "pad"
     cfg.has_seg_head = False
     cfg.sam = None
     cfg.projector_type = "mlp2x_gelu" if version == "v1.5" else "linear"

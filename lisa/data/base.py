@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..preprocess import clip_preprocess, sam_preprocess
+from ..preprocess import VisionInput, sam_preprocess
 from .masks import IGNORE_LABEL
 from .problems import DataError, ProblemCounter, SampleProblem
 from .rng import EpochCounter, item_rng, worker_init_fn
@@ -29,7 +29,7 @@ MAX_ATTEMPTS = 100
 @dataclass
 class RawSample:
     image_path: str
-    image: np.ndarray  # HxWx3 uint8 RGB
+    image: np.ndarray | None  # HxWx3 uint8 RGB; None for a text-only record (LLaVA data has them)
     turns: list[list[tuple[str, str]]]  # one conversation per entry: [(user, assistant), ...]
     masks: list[np.ndarray] = field(default_factory=list)  # one HxW 0/1 mask per [SEG], in order
     label: np.ndarray | None = None  # HxW; None -> all IGNORE_LABEL
@@ -56,6 +56,10 @@ class Source:
     def record_path(self, i: int) -> str:
         raise NotImplementedError
 
+    def record_length(self, i: int) -> int:
+        """Length of record ``i`` for grouping by length (negative: text only); all alike by default."""
+        return 1
+
 
 def sample_without_replacement(rng: np.random.Generator, n: int, k: int) -> list[int]:
     """Up to ``k`` distinct indices of ``range(n)`` (all of them, shuffled, when n <= k)."""
@@ -63,8 +67,12 @@ def sample_without_replacement(rng: np.random.Generator, n: int, k: int) -> list
 
 
 def make_item(raw: RawSample, *, clip_size: int, sam_size: int, conv_type: str,
-              inference: bool = False) -> dict:
-    """The item dict of the data contract from a decoded sample."""
+              inference: bool = False, vision: VisionInput | None = None) -> dict:
+    """The item dict of the data contract from a decoded sample. ``vision`` says how the vision
+    tower's input is made (default: CLIP preprocessing at ``clip_size``)."""
+    vision = vision or VisionInput(clip_size)
+    if raw.image is None:
+        return _text_only_item(raw, vision, sam_size, conv_type, inference)
     h, w = raw.image.shape[:2]
     for m in raw.masks:
         if m.shape != (h, w):
@@ -80,13 +88,29 @@ def make_item(raw: RawSample, *, clip_size: int, sam_size: int, conv_type: str,
     return {
         "image_path": raw.image_path,
         "images": sam.pixels,
-        "images_clip": clip_preprocess(raw.image, clip_size),
+        "images_clip": vision(raw.image),
         "conversations": [build_conversation(t, conv_type) for t in raw.turns],
         "masks": masks,
         "label": label,
         "resize": tuple(sam.resize),
         "questions": list(raw.questions),
         "sampled_classes": list(raw.sampled_classes),
+        "inference": inference,
+    }
+
+
+def _text_only_item(raw: RawSample, vision: VisionInput, sam_size: int, conv_type: str, inference: bool) -> dict:
+    # As LLaVA: zero pixels stand in for the image; no <image> token uses them, and no mask is asked for.
+    return {
+        "image_path": raw.image_path,
+        "images": torch.zeros((3, sam_size, sam_size), dtype=torch.float32),
+        "images_clip": torch.zeros((3, vision.size, vision.size), dtype=torch.float32),
+        "conversations": [build_conversation(t, conv_type) for t in raw.turns],
+        "masks": torch.zeros((0, 1, 1), dtype=torch.float32),
+        "label": torch.full((1, 1), IGNORE_LABEL, dtype=torch.long),
+        "resize": (1, 1),
+        "questions": list(raw.questions),
+        "sampled_classes": [],
         "inference": inference,
     }
 
@@ -120,7 +144,8 @@ class FamilyDataset(SeededEpochDataset):
     def __init__(self, sources: list[Source], *, samples_per_epoch: int = 10000,
                  num_classes_per_sample: int = 3, clip_size: int = 224, sam_size: int = 1024,
                  conv_type: str = "llava_v1", use_mm_start_end: bool = True, seed: int = 0,
-                 rank: int = 0, counter: ProblemCounter | None = None, strict: bool = False):
+                 rank: int = 0, counter: ProblemCounter | None = None, strict: bool = False,
+                 vision: VisionInput | None = None):
         sources = [s for s in sources if len(s) > 0]
         if not sources:
             raise DataError(f"{self.family}: none of the requested sub-datasets has any record")
@@ -128,6 +153,7 @@ class FamilyDataset(SeededEpochDataset):
         self.samples_per_epoch = int(samples_per_epoch)
         self.num_classes_per_sample = int(num_classes_per_sample)
         self.clip_size, self.sam_size = int(clip_size), int(sam_size)
+        self.vision = vision or VisionInput(self.clip_size)
         self.conv_type = conv_type
         # Conversations keep the bare "<image>"; collation wraps it (idempotently) when asked to.
         self.use_mm_start_end = use_mm_start_end
@@ -145,7 +171,7 @@ class FamilyDataset(SeededEpochDataset):
             try:
                 raw = source.load(i, rng, self.num_classes_per_sample)
                 return make_item(raw, clip_size=self.clip_size, sam_size=self.sam_size,
-                                 conv_type=self.conv_type)
+                                 conv_type=self.conv_type, vision=self.vision)
             except SampleProblem as problem:
                 self.counter.add(problem)
         raise DataError(f"{self.family}: no usable sample in {MAX_ATTEMPTS} draws from "

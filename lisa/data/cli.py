@@ -1,5 +1,6 @@
 """``lisa data``: ``check`` (walk and report the layout), ``convert-refs`` (refs pickles -> JSON),
-``synth`` (the demo's synthetic shapes dataset; its generator lives with the demo, :mod:`lisa.demo.shapes`)."""
+``subset`` (filter and sample a LLaVA-format JSON), ``synth`` (the demo's synthetic shapes dataset;
+its generator lives with the demo, :mod:`lisa.demo.shapes`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ commands:
   check         walk the dataset layout the training flags would read and report what is there
   convert-refs  convert the REFER refs(*).p pickles to JSON once (read without running code)
   synth         write the synthetic shapes dataset (ReasonSeg + LLaVA formats)
+  subset        filter / sample a LLaVA-format JSON into a new one (e.g. the TextVQA items of a mix)
 """
 
 
@@ -150,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         return _check(rest)
     if command == "convert-refs":
         return _convert_refs(rest)
+    if command == "subset":
+        from .subset import main as subset_main
+
+        return subset_main(rest)
     if command == "synth":
         from ..demo import shapes
 

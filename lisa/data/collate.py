@@ -67,6 +67,18 @@ def mask_labels(conversation: str, input_ids: list[int], tokenizer, conv_type: s
     return target
 
 
+def conversation_labels(conversation: str, input_ids: list[int], tokenizer, conv_type: str = "llava_v1"):
+    """Labels for one conversation: the original's round walk for the SentencePiece LLaMA tokenizers
+    and templates it was written for (ids exactly as the original), answer spans otherwise
+    (:mod:`lisa.data.labels`: byte-level tokenizers, tokenizers without BOS, other templates)."""
+    from ..tokenization import _rules
+    from .labels import span_labels
+
+    if _rules(tokenizer).sentencepiece_like and get_template(conv_type).style in ("two", "llama_2"):
+        return mask_labels(conversation, input_ids, tokenizer, conv_type)
+    return span_labels(conversation, input_ids, tokenizer, conv_type)
+
+
 def _masks_per_conversation(ids_list, seg_id):
     if seg_id is None:
         return [0] * len(ids_list)
@@ -97,7 +109,7 @@ def collate(batch: list[dict], tokenizer, conv_type: str = "llava_v1", use_mm_st
         for conv, ids, n_seg in zip(convs, ids_list, per_conv):
             mask_slice = slice(start, start + n_seg)
             start += n_seg
-            labels = mask_labels(conv, ids, tokenizer, conv_type)
+            labels = conversation_labels(conv, ids, tokenizer, conv_type)
             if labels is None:
                 counter.count("label_mismatch", item["image_path"],
                               "the answer rounds did not line up with the tokenized conversation; "

@@ -100,9 +100,20 @@ def build_family(name: str, args, **common) -> FamilyDataset:
     raise DataError(f"unknown --dataset entry {name!r}; expected some of {FAMILIES}")
 
 
+def _needs_dataset_dir(name: str, args) -> bool:
+    """Whether family ``name`` reads anything under ``--dataset_dir`` (VQA data given as file paths
+    with its ``--image_folder`` does not)."""
+    if name != "vqa":
+        return True
+    entries = [n for n in str(_get(args, "vqa_data")).split("||") if n]
+    from .vqa import vqa_json_path
+
+    return _get(args, "image_folder") is None or any(vqa_json_path("", n) != n for n in entries)
+
+
 def build_train_dataset(args, *, clip_size: int = 224, sam_size: int | None = None,
                         rank: int | None = None, samples_per_epoch: int | None = None,
-                        counter: ProblemCounter | None = None) -> HybridDataset:
+                        counter: ProblemCounter | None = None, vision=None) -> HybridDataset:
     """The training mixture from train_ds-style arguments (an argparse namespace or a dict).
 
     Reads ``dataset_dir, dataset, sample_rates, sem_seg_data, refer_seg_data, vqa_data,
@@ -110,9 +121,11 @@ def build_train_dataset(args, *, clip_size: int = 224, sam_size: int | None = No
     use_mm_start_end, seed`` and, for the epoch length ``steps_per_epoch * batch_size *
     grad_accumulation_steps``, those three (missing ones take the original defaults).
     ``sam_size`` defaults to ``args.image_size`` (else 1024); ``rank`` to ``args.rank`` /
-    ``args.local_rank`` (else 0).
+    ``args.local_rank`` (else 0). ``vision`` (a :class:`lisa.preprocess.VisionInput`) says how the
+    vision tower's input is made (default: CLIP preprocessing at ``clip_size``).
     """
-    if not os.path.isdir(_get(args, "dataset_dir")):
+    names = [n for n in str(_get(args, "dataset")).split("||") if n]
+    if not os.path.isdir(_get(args, "dataset_dir")) and any(_needs_dataset_dir(n, args) for n in names):
         raise DataError(f"--dataset_dir {_get(args, 'dataset_dir')!r} is not a folder")
     if sam_size is None:
         sam_size = int(_get(args, "image_size") or 1024)
@@ -128,8 +141,7 @@ def build_train_dataset(args, *, clip_size: int = 224, sam_size: int | None = No
                   num_classes_per_sample=int(_get(args, "num_classes_per_sample")),
                   clip_size=clip_size, sam_size=sam_size, conv_type=_get(args, "conv_type"),
                   use_mm_start_end=bool(_get(args, "use_mm_start_end")), seed=seed, rank=rank,
-                  counter=counter)
-    names = [n for n in str(_get(args, "dataset")).split("||") if n]
+                  counter=counter, vision=vision)
     rates = parse_rates(_get(args, "sample_rates"), len(names))
     keep = [i for i, r in enumerate(rates) if r > 0]  # a family at rate 0 is not even loaded
     families = [build_family(names[i], args, **common) for i in keep]

@@ -44,9 +44,10 @@ def resolve_refer_root(dataset_dir: str, ds: str) -> str:
 class ValDataset(torch.utils.data.Dataset):
     def __init__(self, dataset_dir: str, val_name: str = "ReasonSeg|val", *, clip_size: int = 224,
                  sam_size: int = 1024, conv_type: str = "llava_v1", use_mm_start_end: bool = True,
-                 strict: bool = False, counter: ProblemCounter | None = None):
+                 strict: bool = False, counter: ProblemCounter | None = None, vision=None):
         self.val_name = val_name
         self.clip_size, self.sam_size = int(clip_size), int(sam_size)
+        self.vision = vision  # lisa.preprocess.VisionInput; None: CLIP preprocessing at clip_size
         self.conv_type = conv_type
         self.use_mm_start_end = use_mm_start_end
         self.counter = counter if counter is not None else ProblemCounter(strict=strict)
@@ -112,9 +113,9 @@ class ValDataset(torch.utils.data.Dataset):
             raise DataError(f"validation set {self.val_name!r}: {p}") from None
         raw.label = ignore_map
         return make_item(raw, clip_size=self.clip_size, sam_size=self.sam_size,
-                         conv_type=self.conv_type, inference=True)
+                         conv_type=self.conv_type, inference=True, vision=self.vision)
 
 
 def build_val_dataset(dataset_dir: str, val_name: str = "ReasonSeg|val", **kwargs) -> ValDataset:
-    """``kwargs``: clip_size, sam_size, conv_type, use_mm_start_end, strict, counter."""
+    """``kwargs``: clip_size, sam_size, conv_type, use_mm_start_end, strict, counter, vision."""
     return ValDataset(dataset_dir, val_name, **kwargs)

@@ -6,7 +6,8 @@ file in that format; images are read from ``--image_folder`` (default ``<dataset
 
 A sample is one record: ``<image>`` is removed from the turn that holds it and put in front
 (``"<image>\\n" + text``), a leading non-human turn is dropped, and all turns go into one multi-turn
-conversation without masks. The loaded JSON is never modified.
+conversation without masks. A record without ``"image"`` and without ``<image>`` is text only (LLaVA-1.5's
+mix has them): the model gets no image features for it. The loaded JSON is never modified.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ def vqa_json_path(dataset_dir: str, vqa_data: str) -> str:
     if vqa_data.endswith(".json") or os.sep in vqa_data:
         return vqa_data
     return os.path.join(dataset_dir, "llava_dataset", vqa_data + ".json")
+
+
+def is_text_only(record) -> bool:
+    """A record without an image (no ``"image"`` field and no ``<image>`` in its turns)."""
+    if not isinstance(record, dict) or record.get("image"):
+        return False
+    convs = record.get("conversations")
+    return isinstance(convs, list) and not any(
+        isinstance(t, dict) and IMAGE_TOKEN in str(t.get("value", "")) for t in convs)
 
 
 def llava_turns(record, where: str) -> list[tuple[str, str]]:
@@ -52,7 +62,7 @@ def llava_turns(record, where: str) -> list[tuple[str, str]]:
         if turns[k][0] != "human" or turns[k + 1][0] != "gpt":
             raise SampleProblem("bad_json", where, f"turn {k} / {k + 1} do not alternate human/gpt")
         pairs.append((turns[k][1], turns[k + 1][1]))
-    if IMAGE_TOKEN not in pairs[0][0]:
+    if IMAGE_TOKEN not in pairs[0][0] and not is_text_only(record):
         # The model needs one image token per conversation (LISA splices exactly one image).
         raise SampleProblem("bad_json", where, "the first human turn does not contain <image>")
     return pairs
@@ -94,13 +104,27 @@ class VQASource(Source):
         except SampleProblem:
             return self._where(i)
 
+    def record_length(self, i: int) -> int:
+        # LLaVA's modality length: words of the conversation, negative for a text-only record
+        rec = self.records[i]
+        convs = rec.get("conversations") if isinstance(rec, dict) else None
+        words = sum(len(str(t.get("value", "")).split()) for t in convs if isinstance(t, dict)) \
+            if isinstance(convs, list) else 0
+        return -max(words, 1) if is_text_only(rec) else max(words, 1)
+
     def load(self, i: int, rng: np.random.Generator, num_classes: int) -> RawSample:
+        if is_text_only(self.records[i]):
+            pairs = llava_turns(self.records[i], self._where(i))
+            return RawSample(self._where(i), None, [pairs], [], None, [pairs[0][0]], [])
         path = self._image_path(i)
         pairs = llava_turns(self.records[i], self._where(i))
         image = read_rgb(path)
         return RawSample(path, image, [pairs], [], None, [pairs[0][0]], [])
 
     def inspect(self, i: int, deep: bool = False) -> int:
+        if is_text_only(self.records[i]):
+            llava_turns(self.records[i], self._where(i))
+            return 1
         path = self._image_path(i)
         llava_turns(self.records[i], self._where(i))
         read_rgb(path) if deep else image_size(path)

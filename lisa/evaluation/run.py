@@ -26,6 +26,7 @@ def build_val_sets(args, model_config) -> list:
     names = [n for n in args.val_dataset.split("||") if n]
     return [(n, build_val_dataset(args.dataset_dir, n, clip_size=model_config.clip_image_size,
                                   sam_size=model_config.sam_image_size, conv_type=args.conv_type,
+                                  vision=model_config.vision_input,
                                   use_mm_start_end=model_config.mm_use_im_start_end, strict=args.strict_data))
             for n in names]
 

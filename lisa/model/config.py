@@ -11,6 +11,8 @@ import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..constants import LLAVA_LLM_TYPES
+
 # Fields the original LLaVA / LISA code adds to the LLaMA config. They are not LLM settings.
 LISA_CONFIG_FIELDS = (
     "train_mask_decoder", "out_dim", "mm_use_im_start_end", "mm_vision_tower", "vision_tower",
@@ -42,6 +44,7 @@ class LisaConfig:
     dice_loss_weight: float = 0.5
     bce_loss_weight: float = 2.0
     extra: dict[str, Any] = field(default_factory=dict)  # unknown LISA/LLaVA fields, kept verbatim
+    conv_type: str | None = None  # the prompt template the model was trained with, when known
 
     @property
     def hidden_size(self) -> int:
@@ -56,10 +59,24 @@ class LisaConfig:
         return int((self.vision or {}).get("image_size", 224))
 
     @property
+    def image_aspect_ratio(self) -> str:
+        """LLaVA's ``image_aspect_ratio``: "pad" (square-pad before the processor) or anything else
+        (the processor's own resize and centre crop; LISA's "square")."""
+        return str(self.extra.get("image_aspect_ratio") or "square")
+
+    @property
+    def vision_input(self):
+        """How images are prepared for this model's vision tower (:class:`lisa.preprocess.VisionInput`)."""
+        from .vision import vision_input
+
+        return vision_input(self.vision, self.image_aspect_ratio)
+
+    @property
     def num_image_tokens(self) -> int:
         v = self.vision or {}
         n = (int(v.get("image_size", 224)) // int(v.get("patch_size", 14))) ** 2
-        return n + (1 if self.select_feature == "cls_patch" else 0)
+        # a SigLIP tower has no CLS token to keep or drop
+        return n + (1 if self.select_feature == "cls_patch" and v.get("model_type") != "siglip_vision_model" else 0)
 
     def copy(self) -> "LisaConfig":
         return copy.deepcopy(self)
@@ -96,6 +113,7 @@ class LisaConfig:
             "vision": self.vision,
             "seg_token": self.seg_token,
             "has_seg_head": self.has_seg_head,
+            "conv_type": self.conv_type,
             "loss_weights": {"ce": self.ce_loss_weight, "dice": self.dice_loss_weight,
                              "bce": self.bce_loss_weight},
         }
@@ -112,8 +130,7 @@ class LisaConfig:
             if key not in data:
                 raise ValueError(f"{source}: missing field {key!r}; is this a LISA/LLaVA config.json?")
         llm_type = ours.get("llm_model_type") or data.get("model_type", "llama")
-        if llm_type in ("llava", "llava_llama", "LISA"):
-            llm_type = "llama"
+        llm_type = LLAVA_LLM_TYPES.get(llm_type, llm_type)
         extra = {k: data.pop(k) for k in list(data) if k in LISA_CONFIG_FIELDS}
         llm = {k: v for k, v in data.items() if k not in ("architectures", "_name_or_path")}
         llm["model_type"] = llm_type
@@ -142,6 +159,7 @@ class LisaConfig:
             "use_mm_proj", "mm_hidden_size", "mm_vision_select_layer", "mm_vision_select_feature",
             "mm_projector_type")}
         cfg.extra = keep
+        cfg.conv_type = ours.get("conv_type")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:

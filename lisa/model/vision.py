@@ -1,4 +1,4 @@
-"""CLIP vision tower (LLaVA feature selection) and the multimodal projector."""
+"""Vision towers (LLaVA feature selection: CLIP, or SigLIP) and the multimodal projector."""
 
 from __future__ import annotations
 
@@ -6,32 +6,53 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from ..preprocess import VisionInput
+from .vision_siglip import build_siglip, is_siglip
+
+
+def vision_kind(config: dict | None) -> str:
+    """"siglip" or "clip" (the default, also for configs written before SigLIP was supported)."""
+    return "siglip" if config is not None and is_siglip(config) else "clip"
+
+
+def vision_input(config: dict | None, aspect: str | None = None) -> VisionInput:
+    """How images are prepared for the tower of ``config`` (its image size, its processor, padding)."""
+    size = int((config or {}).get("image_size", 224))
+    return VisionInput(size, vision_kind(config), pad=aspect == "pad")
+
 
 class VisionTower(nn.Module):
-    """Frozen CLIP vision model returning the features of ``select_layer`` (LLaVA: -2, no CLS)."""
+    """Frozen vision model returning the features of ``select_layer`` (LLaVA: -2, no CLS)."""
 
     def __init__(self, config: CLIPVisionConfig | dict, select_layer: int = -2, select_feature: str = "patch"):
         super().__init__()
-        if isinstance(config, dict):
-            config = CLIPVisionConfig(**{k: v for k, v in config.items() if k != "model_type"})
         if select_feature not in ("patch", "cls_patch"):
             raise ValueError(f"mm_vision_select_feature must be 'patch' or 'cls_patch', got {select_feature!r}")
-        self.vision_tower = CLIPVisionModel(config)
+        if isinstance(config, dict) and is_siglip(config):
+            if select_feature != "patch":
+                raise ValueError("a SigLIP vision tower has no CLS token: mm_vision_select_feature must be 'patch'")
+            self.vision_tower = build_siglip(config)
+            self.has_cls = False
+        else:
+            if isinstance(config, dict):
+                config = CLIPVisionConfig(**{k: v for k, v in config.items() if k != "model_type"})
+            self.vision_tower = CLIPVisionModel(config)
+            self.has_cls = True
         self.select_layer = select_layer
         self.select_feature = select_feature
 
     @property
-    def config(self) -> CLIPVisionConfig:
+    def config(self):
         return self.vision_tower.config
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        # No autograd through CLIP (frozen in LLaVA / LISA) unless some of it is being trained.
+        # No autograd through the tower (frozen in LLaVA / LISA) unless some of it is being trained.
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision_tower.parameters())
         dtype = next(self.vision_tower.parameters()).dtype
         with torch.set_grad_enabled(grad):
             out = self.vision_tower(pixel_values.to(dtype), output_hidden_states=True)
         feats = out.hidden_states[self.select_layer]
-        if self.select_feature == "patch":
+        if self.select_feature == "patch" and self.has_cls:
             feats = feats[:, 1:]
         return feats
 

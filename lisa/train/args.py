@@ -11,13 +11,20 @@ import argparse
 import json
 import os
 
+from ..conversation import TEMPLATES
+
 # LLaVA-1.5's task-LoRA recipe (finetune_task_lora.sh): r 128, alpha 256, every linear layer of the
-# LLM, the projector trained with its own learning rate, lm_head / embeddings left frozen.
+# LLM, the projector trained with its own learning rate, lm_head / embeddings left frozen; cosine
+# schedule with a 3% warm-up, AdamW's default betas, one epoch = one shuffled pass over the file,
+# 2048 tokens, images padded to a square, batches grouped by modality and length, 16 per device.
 LORA_PRESETS = {
     "lisa": dict(lora_r=8, lora_alpha=16, lora_dropout=0.05, lora_target_modules="q_proj,v_proj"),
     "llava15": dict(lora_r=128, lora_alpha=256, lora_dropout=0.05,
                     lora_target_modules="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-                    lr=2e-4, mm_projector_lr=2e-5, train_embeddings=False),
+                    lr=2e-4, mm_projector_lr=2e-5, train_embeddings=False, lr_scheduler="cosine",
+                    warmup_ratio=0.03, beta2=0.999, epochs=1, epoch_over_data=True,
+                    group_by_modality_length=True, model_max_length=2048, image_aspect_ratio="pad",
+                    batch_size=16, grad_accumulation_steps=1),
 }
 
 ORIGINAL_DEFAULT_RATES = "9,3,3,1"
@@ -86,7 +93,7 @@ def build_parser(prog: str = "lisa train") -> argparse.ArgumentParser:
     _bool_pair(ap, "train_mask_decoder", True, "train SAM's mask decoder (default on)")
     _bool_pair(ap, "use_mm_start_end", True, "wrap <image> in <im_start>/<im_end> (default on)")
     _bool_pair(ap, "auto_resume", True, "continue from runs/<exp>/ckpt_model when it exists (default on)")
-    a("--conv_type", default="llava_v1", choices=["llava_v1", "llava_llama_2"])
+    a("--conv_type", default="llava_v1", choices=sorted(TEMPLATES), help="prompt template (LISA: llava_v1)")
     # ---- added by this project -----------------------------------------------------------------
     a("--seed", type=int, default=0)
     a("--sam_config", default=None, help="SamConfig JSON for a SAM other than ViT-H")
@@ -116,6 +123,18 @@ def build_parser(prog: str = "lisa train") -> argparse.ArgumentParser:
     a("--save_masks", default=None, help="with --eval_only: write predicted masks to this folder")
     a("--max_new_tokens", type=int, default=32, help="answer length for --protocol generate")
     a("--tag", default=None, help="checkpoint tag to resume / evaluate (default: the newest complete one)")
+    a("--lr_scheduler", default="warmup_decay", choices=["warmup_decay", "cosine"],
+      help="warmup_decay: linear warm-up and decay (LISA); cosine: linear warm-up, cosine decay to 0 (LLaVA)")
+    a("--warmup_ratio", type=float, default=None, help="warm-up as a fraction of all steps (replaces --warmup_steps)")
+    _bool_pair(ap, "epoch_over_data", False, "one shuffled pass over the records per epoch, no replacement "
+               "(LLaVA); --steps_per_epoch then defaults to one pass")
+    _bool_pair(ap, "group_by_modality_length", False, "with --epoch_over_data: batches of one modality "
+               "(image or text only) and similar length (LLaVA's option)")
+    a("--image_aspect_ratio", default="square", choices=["square", "pad"],
+      help="pad: centre the image on a square of the processor's mean colour first (LLaVA-1.5); "
+      "square: the processor's resize and centre crop (LISA)")
+    a("--bits", type=int, default=16, choices=[4, 8, 16],
+      help="4: QLoRA (the LLM's linear layers in bitsandbytes nf4, LoRA on top); 8: int8; 16: as --precision")
     return ap
 
 
@@ -137,9 +156,15 @@ def resolve(args: argparse.Namespace, argv: list[str] | None = None) -> argparse
         args.sample_rates = ",".join("1" for _ in names)  # the original default only fits 4 datasets
     if args.lora_r < 0:
         raise ValueError(f"--lora_r must be >= 0 (0: no LoRA), got {args.lora_r}")
+    if args.epoch_over_data and not _explicit(argv, "steps_per_epoch"):
+        args.steps_per_epoch = 0  # one pass over the data: known once the data is read
     for key in ("epochs", "steps_per_epoch", "batch_size", "grad_accumulation_steps", "print_freq"):
-        if getattr(args, key) < 1:
+        if getattr(args, key) < (0 if key == "steps_per_epoch" and args.epoch_over_data else 1):
             raise ValueError(f"--{key} must be >= 1, got {getattr(args, key)}")
+    if args.warmup_ratio is not None and not 0 <= args.warmup_ratio < 1:
+        raise ValueError(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
+    if args.bits != 16 and args.lora_r == 0:
+        raise ValueError(f"--bits {args.bits} trains LoRA on a quantized LLM: --lora_r must be > 0")
     if args.val_batch_size != 1:
         raise ValueError("--val_batch_size must be 1 (one image per validation step, as the original)")
     if args.local_rank is None:

@@ -28,10 +28,23 @@ def samples_per_epoch(args) -> int:
     return args.steps_per_epoch * args.grad_accumulation_steps * args.batch_size
 
 
-def build_dataset(args, model_config, rank: int):
+def build_dataset(args, model_config, rank: int, world_size: int = 1):
+    """The mixture of draws (LISA), or with ``--epoch_over_data`` passes over the records (LLaVA);
+    images prepared for the model's vision tower (``--image_aspect_ratio``)."""
+    from ..data.passes import DataPassDataset
+    from ..preprocess import VisionInput
+
     sam_size = model_config.sam_image_size if model_config.has_seg_head else 32
-    return build_train_dataset(args, clip_size=model_config.clip_image_size, sam_size=sam_size, rank=rank,
-                               samples_per_epoch=samples_per_epoch(args))
+    base = model_config.vision_input
+    vision = VisionInput(base.size, base.kind, pad=getattr(args, "image_aspect_ratio", "square") == "pad")
+    mixture = build_train_dataset(args, clip_size=model_config.clip_image_size, sam_size=sam_size, rank=rank,
+                                  samples_per_epoch=max(samples_per_epoch(args), 1), vision=vision)
+    if not getattr(args, "epoch_over_data", False):
+        return mixture
+    return DataPassDataset(mixture.families, batch_size=args.batch_size, world_size=world_size, rank=rank,
+                           seed=args.seed, group_by_length=args.group_by_modality_length,
+                           steps_per_epoch=args.steps_per_epoch,
+                           grad_accumulation_steps=args.grad_accumulation_steps)
 
 
 class _Range(torch.utils.data.Sampler):

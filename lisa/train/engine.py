@@ -3,7 +3,10 @@
 The optimizer is ``torch.optim.AdamW`` handed to DeepSpeed as a client optimizer, so none of
 DeepSpeed's compiled optimizers is needed; the schedule is DeepSpeed's own ``WarmupDecayLR``
 (linear warm-up from 0 to ``--lr`` over ``--warmup_steps`` optimizer steps, then linear decay to 0
-at ``epochs * steps_per_epoch``), taken from the config as the original did.
+at ``epochs * steps_per_epoch``), taken from the config as the original did. ``--lr_scheduler
+cosine`` is the schedule of LLaVA's training instead (transformers' cosine schedule with warm-up:
+linear from 0 over the warm-up steps, then a half cosine to 0 at the last step), given to DeepSpeed
+as a client scheduler; ``--warmup_ratio`` sets the warm-up as ``ceil(ratio * total steps)``.
 """
 
 from __future__ import annotations
@@ -11,23 +14,34 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 
 import torch
 
 log = logging.getLogger("lisa.train")
 
 
+def total_steps(args) -> int:
+    return max(1, args.epochs * args.steps_per_epoch)
+
+
+def warmup_steps(args) -> int:
+    ratio = getattr(args, "warmup_ratio", None)
+    return math.ceil(total_steps(args) * ratio) if ratio is not None else int(args.warmup_steps)
+
+
 def default_config(args) -> dict:
-    """reference 3.4, with the schedule's warm-up length a flag (default 100 as the original)."""
-    total = max(1, args.epochs * args.steps_per_epoch)
-    return {
+    """reference 3.4, with the schedule's warm-up length a flag (default 100 as the original); no
+    "scheduler" entry for ``--lr_scheduler cosine`` (a client scheduler, see :func:`create_engine`)."""
+    total = total_steps(args)
+    config = {
         "train_micro_batch_size_per_gpu": args.batch_size,
         "gradient_accumulation_steps": args.grad_accumulation_steps,
         "optimizer": {"type": "AdamW", "params": {"lr": args.lr, "weight_decay": args.weight_decay,
                                                   "betas": [args.beta1, args.beta2]}},
         "scheduler": {"type": "WarmupDecayLR", "params": {
             "total_num_steps": total, "warmup_min_lr": 0, "warmup_max_lr": args.lr,
-            "warmup_num_steps": max(2, min(args.warmup_steps, total)), "warmup_type": "linear"}},
+            "warmup_num_steps": max(2, min(warmup_steps(args), total)), "warmup_type": "linear"}},
         "fp16": {"enabled": args.precision == "fp16"},
         "bf16": {"enabled": args.precision == "bf16"},
         "gradient_clipping": 1.0,
@@ -35,6 +49,9 @@ def default_config(args) -> dict:
                               "reduce_scatter": True, "reduce_bucket_size": 5e8,
                               "allgather_bucket_size": 5e8},
     }
+    if getattr(args, "lr_scheduler", "warmup_decay") == "cosine":
+        del config["scheduler"]
+    return config
 
 
 def load_config(args) -> dict:
@@ -54,7 +71,10 @@ def load_config(args) -> dict:
     for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
                 "optimizer", "scheduler", "fp16", "bf16"):
         if cfg.get(key, "auto") == "auto":
-            cfg[key] = base[key]
+            if key in base:
+                cfg[key] = base[key]
+            else:
+                cfg.pop(key, None)
     cfg.pop("train_batch_size", None) if cfg.get("train_batch_size") == "auto" else None
     stage = int(cfg.get("zero_optimization", {}).get("stage", 0))
     if stage == 3 and not args.no_eval and getattr(args, "protocol", "teacher") == "generate":
@@ -66,6 +86,8 @@ def load_config(args) -> dict:
                              "parameter gathers differ); validate with the teacher protocol, or afterwards with "
                              "`lisa eval --protocol generate` on the exported model")
     for section in ("optimizer", "scheduler"):
+        if section not in cfg or section not in base:
+            continue
         params = cfg[section].get("params", {})
         for k, v in list(params.items()):
             if v == "auto":
@@ -142,5 +164,16 @@ def create_engine(model: torch.nn.Module, args):
         from ..model.sam import register_zero3_external_parameters
 
         register_zero3_external_parameters(model.sam)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+    client_scheduler = None
+    if getattr(args, "lr_scheduler", "warmup_decay") == "cosine" and "scheduler" not in ds_config:
+        from transformers import get_cosine_schedule_with_warmup
+
+        warm, total = warmup_steps(args), total_steps(args)
+        resolved["scheduler"] = {"type": "cosine_with_warmup (transformers)",
+                                 "params": {"warmup_num_steps": warm, "total_num_steps": total}}
+
+        def client_scheduler(opt):
+            return get_cosine_schedule_with_warmup(opt, num_warmup_steps=warm, num_training_steps=total)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config,
+                                           lr_scheduler=client_scheduler)
     return engine, resolved

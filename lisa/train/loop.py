@@ -3,7 +3,14 @@
 Non-finite losses: the micro-batch is still back-propagated, so every rank runs the same
 collectives; DeepSpeed's ZeRO optimizer then finds the non-finite gradients and skips the whole
 optimizer step (parameters, optimizer state and LR schedule untouched). The step is counted, and
-after ``--max_bad_steps`` such steps in a row the run stops with an explanation.
+after ``--max_bad_steps`` such steps in a row the run stops with an explanation. A run (or epoch)
+that ends without a single finite step learned nothing: it stops with the cause (micro-batches
+without any supervised token point at labels that did not line up with the tokenization) instead
+of writing a checkpoint.
+
+With ``--epoch_over_data`` a rank's share of the pass can end before the epoch's last micro-step
+(the last step is short): the missing micro-batches count as empty ones, so every rank still runs
+the same number of micro-steps and collectives.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .. import dist
 from ..checkpoint import run_folder
+from ..constants import IGNORE_INDEX
 from ..data.problems import DataError
 from . import resume
 from .data import epoch_loader
@@ -80,11 +88,14 @@ class Trainer:
     # ---- one optimizer step -------------------------------------------------------------------
     def _micro_batches(self, it):
         engine, args = self.engine, self.args
-        sums = torch.zeros(len(LOSS_KEYS) + 3, dtype=torch.float64)  # losses, images, bad, data time
+        # losses, images, bad micro-batches, micro-batches without a supervised token, data time
+        sums = torch.zeros(len(LOSS_KEYS) + 4, dtype=torch.float64)
         for _ in range(args.grad_accumulation_steps):
             t = time.perf_counter()
             try:
                 batch = next(it)
+            except StopIteration:
+                batch = None  # this rank's part of a data pass ended (see the module docstring)
             except DataError as e:
                 if args.strict_data:
                     raise
@@ -103,6 +114,8 @@ class Trainer:
                 engine.backward(zero_loss(engine.module))
                 engine.step()
                 continue
+            if not bool((batch["labels"] != IGNORE_INDEX).any()):
+                sums[len(LOSS_KEYS) + 2] += 1
             batch = batch_to(batch, engine.device, self.dtype)
             if self.zero3:
                 self.last_batch = batch
@@ -143,13 +156,16 @@ class Trainer:
                 state["samples_seen"] = int(state.get("samples_seen", 0) + images)
                 state["train_seconds"] = float(state.get("train_seconds", 0.0)) + elapsed
                 bad = float(sums[len(LOSS_KEYS) + 1]) > 0
+                state["unsupervised"] = int(state.get("unsupervised", 0) + float(sums[len(LOSS_KEYS) + 2]))
+                if not bad:
+                    state["finite_steps"] = self.finite_steps + 1
                 self._account_bad(bad)
                 record = self._record(sums, images, elapsed, bad)
                 self._log(record, bar)
                 last_of_epoch = step_in_epoch + 1 == args.steps_per_epoch
                 stop = bool(args.max_steps) and state["global_step"] >= args.max_steps and not last_of_epoch
                 if (args.save_steps and state["global_step"] % args.save_steps == 0 and not last_of_epoch) or stop:
-                    self.save()
+                    self.save(final=stop)
                 if self.on_step is not None:
                     self.on_step(self)
                 if stop:
@@ -172,7 +188,10 @@ class Trainer:
                 f"the loss was NaN/inf in {self.bad_in_a_row} optimizer steps in a row (up to step "
                 f"{state['global_step']}); the run stopped (--max_bad_steps {self.args.max_bad_steps}). "
                 "Try a lower --lr, --precision fp32 or bf16 instead of fp16, and check the data "
-                "(`lisa data check`). The last good checkpoint is in " + str(self.ckpt_dir))
+                "(`lisa data check`). The last good checkpoint is in " + str(self.ckpt_dir)
+                + (f". {state['unsupervised']} micro-batch(es) had no supervised token: the answer labels did not "
+                   "line up with the tokenized conversations (check --conv_type against the tokenizer)"
+                   if state.get("unsupervised") else ""))
 
     def _record(self, sums, images, elapsed, bad) -> dict:
         lr = self.engine.get_lr()[0] if hasattr(self.engine, "get_lr") else None
@@ -209,8 +228,30 @@ class Trainer:
             self.writer.scalar("metrics/data_secs_per_batch", rec["data_s"], step)
             self.interval.clear()
 
+    @property
+    def finite_steps(self) -> int:
+        state = self.state  # runs saved before this counter existed: every step that was not skipped
+        return int(state.get("finite_steps", state["global_step"] - int(state.get("bad_steps", 0))))
+
+    def nothing_learned(self) -> TrainingError:
+        state = self.state
+        cause = (f"{state.get('unsupervised', 0)} micro-batch(es) had no supervised token at all: the answer "
+                 "labels did not line up with the tokenized conversations (see the label_mismatch problems "
+                 "counted above; check --conv_type against the tokenizer)" if state.get("unsupervised")
+                 else "the loss was NaN/inf every time (try a lower --lr, --precision fp32 or bf16 instead of "
+                 "fp16, and `lisa data check`)")
+        return TrainingError(f"none of the {state['global_step']} optimizer steps had a finite loss, so nothing "
+                             f"was learned and no checkpoint was written: {cause}")
+
     # ---- checkpoints --------------------------------------------------------------------------
-    def save(self) -> str:
+    def save(self, final: bool = True) -> str | None:
+        """Save a checkpoint; with no finite step so far a periodic save is skipped and a final one
+        (end of epoch or of the run) raises :meth:`nothing_learned`."""
+        if self.state["global_step"] and self.finite_steps == 0:
+            if final:
+                raise self.nothing_learned()
+            log.warning("step %d: no finite step yet, no checkpoint saved", self.state["global_step"])
+            return None
         state = dict(self.state, world_size=dist.world_size())
         keep = {run_folder.read_marker(self.ckpt_dir, run_folder.BEST) or ""}
         tag = resume.save(self.engine, self.ckpt_dir, state["global_step"], state, keep)

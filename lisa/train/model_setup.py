@@ -135,6 +135,17 @@ def _fit_new_seg_head(model, out_dim: int) -> None:
         model.config.out_dim = prompt_dim
 
 
+def quantize_for_training(model, bits: int) -> None:
+    """QLoRA: the LLM's decoder linears as bitsandbytes nf4 (``bits`` 4) or int8 (8) weights on this
+    process's device, frozen; LoRA then wraps them with peft's bitsandbytes layers."""
+    from .. import dist
+    from ..model.quantize import quantize_llm
+
+    quantize_llm(model, "4bit" if bits == 4 else "8bit", dist.device())
+    # peft picks its bitsandbytes LoRA layers by this flag of the model it is given
+    model.is_loaded_in_4bit, model.is_loaded_in_8bit = bits == 4, bits == 8
+
+
 def build_model(args):
     """(model, tokenizer, lora settings) ready to be handed to DeepSpeed."""
     from ..checkpoint.hub import resolve_model
@@ -165,6 +176,14 @@ def build_model(args):
     cfg.bce_loss_weight = float(args.bce_loss_weight)
     if cfg.has_seg_head and not base_cfg.has_seg_head:
         _fit_new_seg_head(model, args.out_dim)
+    # what inference must do the same way: the image preparation and the prompt template of training
+    aspect = getattr(args, "image_aspect_ratio", "square")
+    if aspect != cfg.image_aspect_ratio:
+        cfg.extra["image_aspect_ratio"] = aspect
+    cfg.conv_type = args.conv_type
+    bits = getattr(args, "bits", 16)
+    if bits != 16:
+        quantize_for_training(model, bits)
     model.train()
     if args.gradient_checkpointing:
         enable_checkpointing(model.llm)

@@ -124,7 +124,10 @@ def run(args: Namespace | dict, *, on_step=None) -> Path:
             val_sets = build_val_sets(args, model.config)
         else:
             log.info("plain LLaVA model: no gIoU validation (--no_eval implied)")
-    dataset = build_dataset(args, model.config, dist.rank())
+    dataset = build_dataset(args, model.config, dist.rank(), dist.world_size())
+    if not args.steps_per_epoch:
+        args.steps_per_epoch = dataset.steps_per_epoch  # --epoch_over_data: one pass over the records
+        log.info("one pass over %d records: %d steps per epoch", len(dataset.records), args.steps_per_epoch)
     collate_fn = make_collate(args, tokenizer, model.config)
     engine, ds_config = create_engine(model, args)
     # dropout and other draws differ between ranks (a resume restores the saved states instead)
