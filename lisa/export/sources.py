@@ -114,7 +114,33 @@ def _run_skeleton(run_dir: Path):
     info = json.loads((run_dir / RUN_MODEL_FILE).read_text(encoding="utf-8"))
     cfg = LisaConfig(**info["lisa_config"])
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR, model_max_length=512)
-    return cfg, tokenizer, info.get("seg_token_id"), float(info["lora"]["alpha"]), info.get("precision")
+    return cfg, tokenizer, info.get("seg_token_id"), float(info["lora"]["alpha"]), info
+
+
+QUANT_STATE = (".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".SCB", ".weight_format")
+
+
+def unquantize_from_base(state: dict, base: str | Path, bits: int) -> dict:
+    """A QLoRA run (``--bits 4/8``) keeps its frozen LLM layers packed by bitsandbytes; those weights
+    never changed, so they are taken in full precision from the base folder the run started from."""
+    from ..checkpoint.files import materialize, read_folder
+    from ..checkpoint.layout import lisa_to_internal
+
+    folder = Path(base)
+    if not folder.is_dir():
+        raise CheckpointError(f"the run trained a {bits}-bit LLM, whose frozen weights come from its base model "
+                              f"folder {str(base)!r}, which is not there: pass --version BASE_DIR")
+    packed = [k for k, v in state.items() if k.endswith(".base_layer.weight") and not v.is_floating_point()]
+    tensors, _ = read_folder(folder, progress=False, lazy=True)
+    base_state, _ = lisa_to_internal(tensors)
+    out = {k: v for k, v in state.items() if not (".quant_state." in k or k.endswith(QUANT_STATE))}
+    for key in packed:
+        plain = key.replace(".base_layer.weight", ".weight")
+        if plain not in base_state:
+            raise CheckpointError(f"{folder}: no weight {plain} for the {bits}-bit layer {key} of the run")
+        out[key] = materialize(base_state[plain]).float()
+    log.info("%d-bit run: %d frozen LLM weights taken from %s", bits, len(packed), folder)
+    return out
 
 
 def _base_skeleton(version: str, internal: dict, vision_tower, sam_config, use_mm_start_end: bool):
@@ -150,6 +176,13 @@ def _base_skeleton(version: str, internal: dict, vision_tower, sam_config, use_m
     return cfg, tokenizer, seg_id
 
 
+def _run_bits(run_dir: Path) -> int:
+    try:
+        return int(json.loads((run_dir / RUN_MODEL_FILE).read_text(encoding="utf-8")).get("bits", 16))
+    except (OSError, ValueError):
+        return 16
+
+
 def build(cfg, seg_id, internal: dict):
     from transformers.initialization import no_init_weights
 
@@ -182,9 +215,12 @@ def load_merged(source, *, version: str | None = None, tag: str | None = None, l
     log.info("source: %s (%s%s)", src.path, src.kind, f", checkpoint {src.tag}" if src.tag else "")
     state = read_state(src, progress)
     info = {"source": str(src.path), "kind": src.kind, "tag": src.tag, "precision": None}
-    if src.run_dir is not None and version is None:
-        cfg, tokenizer, seg_id, alpha, precision = _run_skeleton(src.run_dir)
-        info["precision"] = precision
+    if src.run_dir is not None and (version is None or _run_bits(src.run_dir) != 16):
+        cfg, tokenizer, seg_id, alpha, run_info = _run_skeleton(src.run_dir)
+        info["precision"] = run_info.get("precision")
+        bits = int(run_info.get("bits", 16))
+        if bits != 16:
+            state = unquantize_from_base(state, version or run_info["base"], bits)
         internal = to_internal(state, lora_alpha if lora_alpha is not None else alpha, progress)
     else:
         if version is None:

@@ -54,6 +54,7 @@ def write_run_files(run_dir: Path, args, model, tokenizer, lora, ds_config) -> N
     atomic_write(run_dir / run_folder.RUN_CONFIG_FILE, json.dumps(resolved, indent=2, default=str))
     info = {"format": "lisa-run", "format_version": 1, "lisa_config": model.config.to_dict(),
             "seg_token_id": model.seg_token_id, "base": args.version, "precision": args.precision,
+            "bits": getattr(args, "bits", 16),
             "lora": {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout, "targets": lora.targets,
                      "modules": lora.modules}}
     atomic_write(run_dir / run_folder.RUN_MODEL_FILE, json.dumps(info, indent=2, default=str))
