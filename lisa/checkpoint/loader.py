@@ -26,9 +26,12 @@ from .errors import CheckpointError, first
 from .files import materialize, read_folder
 from .hub import parse_hub_id, resolve_model
 from .layout import clip_config_from_tensors, lisa_to_internal
+from .llava_hf import is_llava_hf, lisa_fields, llava_hf_to_internal
 from .sam_keys import load_sam_checkpoint, sam_config_for
 
 log = logging.getLogger(__name__)
+
+BESIDE_TOWER = "vision_tower"  # the vision tower folder that exports write next to the weights
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
           "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -52,9 +55,34 @@ def read_config(folder: Path) -> LisaConfig:
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: malformed JSON ({e})") from e
     try:
+        if is_llava_hf(data):
+            cfg = LisaConfig(**lisa_fields(data, str(path)))
+            if _pads_images(folder):
+                cfg.extra["image_aspect_ratio"] = "pad"
+            return cfg
         return LisaConfig.from_lisa_json(data, str(path))
     except ValueError as e:
         raise CheckpointError(str(e)) from e
+
+
+def _pads_images(folder: Path) -> bool:
+    """A llava-hf folder whose image processor pads to a square (LLaVA-1.5's "pad")."""
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        data = data.get("image_processor", data) if isinstance(data, dict) else {}
+        if isinstance(data, dict) and data.get("do_pad"):
+            return True
+    return False
+
+
+def _is_llava_hf_folder(folder: Path) -> bool:
+    try:
+        return is_llava_hf(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return False
 
 
 def _local_clip(ref: str, folder: Path) -> Path | None:
@@ -85,6 +113,9 @@ def resolve_vision(cfg: LisaConfig, folder: Path, internal: dict, vision_tower: 
     ref = vision_tower or cfg.vision_tower
     has_weights = any(k.startswith("vision_tower.vision_tower.") for k in internal)
     clip_dir = _local_clip(ref, folder) if ref else None
+    if clip_dir is None and not vision_tower and not has_weights:
+        # `lisa export --format lisa/llava` ships the tower beside the weights, whatever config.json names
+        clip_dir = _local_clip(BESIDE_TOWER, folder)
     if clip_dir is None and ref and (vision_tower or not has_weights) and parse_hub_id(ref):
         clip_dir = resolve_model(ref, progress=progress)
     if vision_tower and clip_dir is None:
@@ -153,7 +184,8 @@ def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: s
     cfg = read_config(folder)
     tokenizer = load_tokenizer(folder, model_max_length=model_max_length)
     tensors, origin = read_folder(folder, progress=progress, lazy=True)
-    internal, ignored = lisa_to_internal(tensors)
+    internal, ignored = (llava_hf_to_internal(tensors) if _is_llava_hf_folder(folder)
+                         else lisa_to_internal(tensors))
     origin = {k2: origin.get(k) for k, k2 in _renamed(tensors, internal)}
 
     vcfg, clip_weights = resolve_vision(cfg, folder, internal, vision_tower, progress)

@@ -1,5 +1,7 @@
 """``lisa export``: a training run (or DeepSpeed checkpoint, or consolidated state dict) -> a merged
-model folder that ``lisa chat`` loads; ``format="lisa"`` writes the released LISA layout."""
+model folder that ``lisa chat`` loads; ``format="lisa"`` writes the released LISA layout, ``"llava"``
+the original LLaVA repository's and ``"llava-hf"`` transformers' ``LlavaForConditionalGeneration``
+(:mod:`lisa.export.llava_formats`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 log = logging.getLogger("lisa.export")
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+FORMATS = ("native", "lisa", "llava", "llava-hf")
 
 
 def cast_like_release(model, dtype: torch.dtype):
@@ -38,8 +41,8 @@ def export(source, save_path, format: str = "native", *, version: str | None = N
     from ..checkpoint.saver import save_pretrained
     from .sources import load_merged
 
-    if format not in ("native", "lisa"):
-        raise ValueError(f"unknown --format {format!r}; use 'native' or 'lisa'")
+    if format not in FORMATS:
+        raise ValueError(f"unknown --format {format!r}; use one of {', '.join(FORMATS)}")
     stages = tqdm(total=3, desc="export", disable=not progress, unit="stage")
     stages.set_postfix_str("consolidating + merging")
     model, tokenizer, info = load_merged(source, version=version, tag=tag, lora_alpha=lora_alpha,
@@ -52,8 +55,14 @@ def export(source, save_path, format: str = "native", *, version: str | None = N
     cast_like_release(model, DTYPES[precision])
     stages.set_postfix_str(f"writing {format} folder")
     stages.update(1)
-    out = save_pretrained(model, tokenizer, save_path, format=format, max_shard_size=max_shard_size,
-                          progress=progress)
+    if format in ("llava", "llava-hf"):
+        from .llava_formats import save_llava, save_llava_hf
+
+        writer = save_llava if format == "llava" else save_llava_hf
+        out = writer(model, tokenizer, save_path, max_shard_size=max_shard_size, progress=progress)
+    else:
+        out = save_pretrained(model, tokenizer, save_path, format=format, max_shard_size=max_shard_size,
+                              progress=progress)
     stages.update(1)
     stages.close()
     log.info("exported %s (%s, tag %s) to %s", info["source"], info["kind"], info["tag"], out)
@@ -67,4 +76,15 @@ def load_merged(source, **kwargs):
     return _load(source, **kwargs)
 
 
-__all__ = ["export", "load_merged", "cast_like_release"]
+def save_model(model, tokenizer, save_path, format: str = "native", **kwargs) -> Path:
+    """Write an in-memory model in one of :data:`FORMATS` (no LoRA merging, no casting)."""
+    from ..checkpoint.saver import save_pretrained
+    from .llava_formats import save_llava, save_llava_hf
+
+    writers = {"llava": save_llava, "llava-hf": save_llava_hf}
+    if format in writers:
+        return Path(writers[format](model, tokenizer, save_path, **kwargs))
+    return Path(save_pretrained(model, tokenizer, save_path, format=format, **kwargs))
+
+
+__all__ = ["export", "load_merged", "cast_like_release", "save_model", "FORMATS"]

@@ -17,8 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--source", "--weight", dest="source",
                      help="DeepSpeed checkpoint folder, pytorch_model.bin, or a folder of shards")
     ap.add_argument("--save_path", required=True, help="output folder")
-    ap.add_argument("--format", default="native", choices=["native", "lisa"],
-                    help="native: safetensors with every part; lisa: the released LISA layout (.bin shards)")
+    ap.add_argument("--format", default="native", choices=["native", "lisa", "llava", "llava-hf"],
+                    help="native: safetensors with every part; lisa: the released LISA layout (.bin shards); "
+                    "llava: the original LLaVA repository's (LlavaLlamaForCausalLM, as merge_lora_weights.py "
+                    "writes it); llava-hf: transformers' LlavaForConditionalGeneration with its processor")
     ap.add_argument("--version", default=None, help="base model (folder or Hub id) the training started from "
                     "(needed when the source is not inside a run folder)")
     ap.add_argument("--tag", default=None, help="checkpoint tag: best, latest or global_stepN "

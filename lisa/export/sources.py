@@ -215,7 +215,8 @@ def load_merged(source, *, version: str | None = None, tag: str | None = None, l
     log.info("source: %s (%s%s)", src.path, src.kind, f", checkpoint {src.tag}" if src.tag else "")
     state = read_state(src, progress)
     info = {"source": str(src.path), "kind": src.kind, "tag": src.tag, "precision": None}
-    if src.run_dir is not None and (version is None or _run_bits(src.run_dir) != 16):
+    # a run folder describes its model itself; ``version`` then only says where its base is (QLoRA runs)
+    if src.run_dir is not None and (version is None or src.kind == "run" or _run_bits(src.run_dir) != 16):
         cfg, tokenizer, seg_id, alpha, run_info = _run_skeleton(src.run_dir)
         info["precision"] = run_info.get("precision")
         bits = int(run_info.get("bits", 16))

@@ -14,13 +14,15 @@ import numpy as np
 import torch
 
 from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SEG_TOKEN
-from ..conversation import get_template
+from ..conversation import get_template, model_name_from_path, template_for_model_name
 from ..model.generation import build_prefix, generate, image_prefix_length, use_decoding_layout
-from ..preprocess import as_rgb_array, clip_preprocess, sam_preprocess
+from ..preprocess import as_rgb_array, sam_preprocess
 from .cache import EncodingCache, ImageEncoding, image_key
-from .request import MAX_PROMPT_CHARS, GenerationRequest, TextStream
+from .request import MAX_PROMPT_CHARS, GenerationRequest, Sampling, TextStream
 
-__all__ = ["MAX_PROMPT_CHARS", "LisaPipeline", "LisaResult", "answer_text"]
+__all__ = ["MAX_PROMPT_CHARS", "LisaPipeline", "LisaResult", "answer_text", "pick_template"]
+
+LLAVA_TEMPERATURE = 0.2  # LLaVA's chat samples at 0.2 by default
 
 
 @dataclass
@@ -52,14 +54,31 @@ def pick_device(device: str | None = "auto") -> torch.device:
     return torch.device(device)
 
 
+def pick_template(model, path=None, conv_type: str | None = None) -> str:
+    """The prompt template: ``conv_type`` when given; else the one the model was trained with (our
+    training records it); else ``llava_v1`` for LISA models and, for plain LLaVA models, the mode
+    LLaVA's chat infers from the model's folder name."""
+    if conv_type:
+        return conv_type
+    if model.config.conv_type:
+        return model.config.conv_type
+    if model.config.has_seg_head or path is None:
+        return "llava_v1"
+    return template_for_model_name(model_name_from_path(str(path)))
+
+
 class LisaPipeline:
-    def __init__(self, model, tokenizer, conv_type: str = "llava_v1", max_new_tokens: int = 512,
-                 cache_size: int = 8, model_max_length: int | None = None):
+    """``temperature`` / ``top_p``: the sampling of calls that do not choose their own (0: greedy)."""
+
+    def __init__(self, model, tokenizer, conv_type: str | None = None, max_new_tokens: int = 512,
+                 cache_size: int = 8, model_max_length: int | None = None, temperature: float = 0.0,
+                 top_p: float | None = None):
         self.model = model.eval()
         use_decoding_layout(self.model)
         self.tokenizer = tokenizer
-        self.conv_type = conv_type
-        get_template(conv_type)  # validate
+        self.conv_type = pick_template(model, None, conv_type)
+        get_template(self.conv_type)  # validate
+        self.sampling = Sampling(temperature or 0.0, top_p)
         self.max_new_tokens = max_new_tokens
         self.cache = EncodingCache(cache_size)
         self.model_max_length = model_max_length or getattr(tokenizer, "model_max_length", 512)
@@ -69,10 +88,12 @@ class LisaPipeline:
     @classmethod
     def from_pretrained(cls, path, *, precision: str | None = None, device: str | None = "auto",
                         vision_tower: str | None = None, sam_config: str | None = None,
-                        load_in_4bit: bool = False, load_in_8bit: bool = False, conv_type: str = "llava_v1",
+                        load_in_4bit: bool = False, load_in_8bit: bool = False, conv_type: str | None = None,
                         max_new_tokens: int = 512, model_max_length: int = 512, cache_size: int = 8,
-                        progress: bool = True, revision: str | None = None) -> "LisaPipeline":
-        """``path``: a model folder or a Hub id (``owner/name[@revision]``)."""
+                        progress: bool = True, revision: str | None = None, temperature: float | None = None,
+                        top_p: float | None = None) -> "LisaPipeline":
+        """``path``: a model folder or a Hub id (``owner/name[@revision]``). ``temperature`` None: 0
+        (greedy) for LISA models, 0.2 for plain LLaVA models (LLaVA's chat)."""
         from ..checkpoint.hub import resolve_model
         from ..checkpoint.loader import load_pretrained
 
@@ -88,9 +109,25 @@ class LisaPipeline:
         model, tokenizer = load_pretrained(folder, vision_tower=vision_tower, sam_config_file=sam_config,
                                            precision=precision, device=dev, quantization=quant,
                                            model_max_length=model_max_length, progress=progress)
-        pipe = cls(model, tokenizer, conv_type, max_new_tokens, cache_size, model_max_length)
+        # the name as given (not the Hub snapshot's folder) is what LLaVA infers a template from
+        pipe = cls.for_model(model, tokenizer, str(path).split("@")[0], conv_type=conv_type,
+                             max_new_tokens=max_new_tokens, cache_size=cache_size,
+                             model_max_length=model_max_length, temperature=temperature, top_p=top_p)
         pipe.model_dir = folder
         return pipe
+
+    @classmethod
+    def for_model(cls, model, tokenizer, path=None, *, conv_type: str | None = None, temperature=None,
+                  **kwargs) -> "LisaPipeline":
+        """A pipeline around a loaded model with the defaults of its kind (template, temperature)."""
+        if temperature is None:
+            temperature = 0.0 if model.config.has_seg_head else LLAVA_TEMPERATURE
+        return cls(model, tokenizer, pick_template(model, path, conv_type), temperature=temperature, **kwargs)
+
+    @property
+    def kind(self) -> str:
+        """"LISA" (answers with masks) or "LLaVA" (text only): how answers are labelled."""
+        return "LISA" if self.segments else "LLaVA"
 
     @property
     def segments(self) -> bool:
@@ -110,7 +147,7 @@ class LisaPipeline:
             return cached, True
         model, cfg, dev = self.model, self.model.config, self.device
         t0 = time.perf_counter()
-        clip_px = clip_preprocess(arr, cfg.clip_image_size)[None].to(dev)
+        clip_px = cfg.vision_input(arr)[None].to(dev)
         with torch.no_grad():
             clip_feats = model.encode_clip(clip_px)[0]
         t1 = time.perf_counter()
@@ -145,9 +182,22 @@ class LisaPipeline:
             conv.append_assistant(answer)
         return conv.get_prompt()
 
+    def stop_strings(self) -> tuple[str, ...]:
+        """The template's end-of-turn marker when it is not the tokenizer's end of sequence (which
+        ends generation anyway): ``<|im_end|>``, ``###``, or a ``</s>`` a byte-level vocabulary spells out."""
+        end = get_template(self.conv_type).answer_end
+        return (end,) if end and end != self.tokenizer.eos_token else ()
+
     def __call__(self, image, prompt: str, history: list[tuple[str, str]] | None = None,
-                 max_new_tokens: int | None = None) -> LisaResult:
-        return self.run(GenerationRequest(image, prompt, history, max_new_tokens=max_new_tokens))
+                 max_new_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
+                 on_text=None) -> LisaResult:
+        """``on_text(piece)`` receives the answer while it is generated; ``temperature`` / ``top_p``
+        replace the pipeline's sampling for this call."""
+        sampling = self.sampling if temperature is None and top_p is None else Sampling(
+            self.sampling.temperature if temperature is None else temperature,
+            self.sampling.top_p if top_p is None else top_p)
+        return self.run(GenerationRequest(image, prompt, history, max_new_tokens=max_new_tokens, sampling=sampling,
+                                          stop=self.stop_strings(), on_text=on_text))
 
     def run(self, request: GenerationRequest) -> LisaResult:
         """One request: its prompt, image encoding, generation (streamed through ``request.on_text``

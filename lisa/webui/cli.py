@@ -63,7 +63,9 @@ def main(argv=None) -> int:
                 import torch
 
                 torch.set_num_threads(args.threads)
-            pipe = load_pipeline(args)
+            from ..export import load_merged
+
+            pipe = load_pipeline(args, merged_loader=load_merged)
             examples = None if args.no_examples else model_examples(pipe.model_dir) or None
         except (ValueError, OSError) as e:
             print(f"lisa app: {e}", file=sys.stderr)

@@ -37,13 +37,15 @@ CSS = """
 KEEP_REQUEST_DIRS = 64
 
 
-def render_conversation(history: list[tuple[str, str]]) -> str:
+def render_conversation(history: list[tuple[str, str]], label: str = "LISA") -> str:
+    """``label``: who answers (the model's kind: "LISA" or "LLaVA")."""
     if not history:
         return "<div class='lisa-conversation'><em>No conversation yet.</em></div>"
     rows = []
     for user, answer in history:
         rows.append(f"<div class='lisa-turn lisa-user'><b>You:</b> {html.escape(user)}</div>")
-        rows.append(f"<div class='lisa-turn lisa-assistant'><b>LISA:</b> {html.escape(answer)}</div>")
+        rows.append(f"<div class='lisa-turn lisa-assistant'><b>{html.escape(label)}:</b> "
+                    f"{html.escape(answer)}</div>")
     return "<div class='lisa-conversation'>" + "".join(rows) + "</div>"
 
 
@@ -69,6 +71,7 @@ class SegmentApp:
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="lisa-app-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._request_dirs: deque[Path] = deque()
+        self.label = getattr(pipe, "kind", "LISA")  # answers are labelled by the model's kind
         self._count = 0
 
     def check_prompt(self, prompt) -> str | None:
@@ -98,7 +101,7 @@ class SegmentApp:
         """-> overlay, mask files, answer, conversation html, timing markdown, status markdown, state."""
         state = dict(state or {"key": None, "history": []})
         history = list(state.get("history") or [])
-        no_change = (None, None, "", render_conversation(history), "", None, state)
+        no_change = (None, None, "", render_conversation(history, self.label), "", None, state)
 
         def refuse(message):
             out = list(no_change)
@@ -133,7 +136,7 @@ class SegmentApp:
         overlay = overlay_all(arr, masks) if masks else arr
         files = self._mask_files(masks)
         status = "No `[SEG]` in the answer, so no mask." if self.pipe.segments and not masks else ""
-        return (overlay, files or None, result.text, render_conversation(history),
+        return (overlay, files or None, result.text, render_conversation(history, self.label),
                 format_timings(result.timings, result.cache_hit, len(masks)), status, state)
 
     @staticmethod
