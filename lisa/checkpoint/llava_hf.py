@@ -54,7 +54,8 @@ def llava_hf_to_internal(state: dict) -> tuple[dict, list[str]]:
 def internal_to_llava_hf(state: dict) -> dict:
     """transformers' in-memory names (``LlavaForConditionalGeneration.state_dict()``) for ours."""
     names = {"llm.model.": "model.language_model.", "llm.lm_head.": "lm_head.",
-             "vision_tower.vision_tower.": "model.vision_tower.", "mm_projector.0.": "model.multi_modal_projector.linear_1.",
+             "vision_tower.vision_tower.": "model.vision_tower.",
+             "mm_projector.0.": "model.multi_modal_projector.linear_1.",
              "mm_projector.2.": "model.multi_modal_projector.linear_2."}
     out = {}
     for key, value in state.items():

@@ -63,8 +63,9 @@ def _image_processor_config(cfg) -> dict:
     vision = cfg.vision or {}
     size = int(vision.get("image_size", 224))
     if siglip_tower(cfg):
-        return {"image_processor_type": "SiglipImageProcessor", "do_resize": True, "size": {"height": size, "width": size},
-                "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        return {"image_processor_type": "SiglipImageProcessor", "do_resize": True,
+                "size": {"height": size, "width": size}, "resample": 3, "do_rescale": True,
+                "rescale_factor": 1 / 255, "do_normalize": True,
                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
     from ..constants import CLIP_MEAN, CLIP_STD
 
@@ -93,8 +94,9 @@ def save_llava(model, tokenizer, out, *, max_shard_size="10GB", progress: bool =
     tower = out / "vision_tower"
     model.vision_tower.vision_tower.save_pretrained(tower)
     (tower / "preprocessor_config.json").write_text(json.dumps(_image_processor_config(cfg), indent=2))
-    ref = cfg.vision_tower if cfg.vision_tower and "/" in cfg.vision_tower and not Path(cfg.vision_tower).is_absolute() \
-        and not Path(cfg.vision_tower).exists() else "vision_tower"
+    named = cfg.vision_tower or ""
+    # a Hub name stays (LLaVA loads the tower by it); a local path becomes the copy written beside
+    ref = named if "/" in named and not Path(named).is_absolute() and not Path(named).exists() else "vision_tower"
     config = {k: v for k, v in cfg.llm.items() if k != "model_type"}
     config.update(cfg.extra)
     config.update({
