@@ -29,6 +29,8 @@ def _printer(text: str) -> None:
 def _save(pipe, image, result, image_path: str, vis_save_path: str) -> list[str]:
     from ..inference.visualize import save_masks
 
+    if not result.masks:
+        return []
     return save_masks(np.asarray(image), result.masks, vis_save_path, Path(image_path).name.split(".")[0])
 
 

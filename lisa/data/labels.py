@@ -22,7 +22,7 @@ Span = tuple[int, int]
 def answer_spans(conversation: str, conv_type: str) -> list[Span] | None:
     """Character spans of the supervised parts (answer + end-of-turn marker) of a conversation built
     with template ``conv_type``; None when a round is ambiguous (its text holds the answer prefix
-    more than once) or holds no answer."""
+    more than once) or, in templates whose rounds are user + assistant, holds no answer."""
     conv = get_template(conv_type)
     prefix, end = conv.answer_prefix, conv.answer_end
     spans: list[Span] = []
@@ -33,7 +33,10 @@ def answer_spans(conversation: str, conv_type: str) -> list[Span] | None:
         part = conversation[pos:round_end]
         if not part.strip():
             break
-        if part.count(prefix) != 1:
+        if conv.end_closes_every_turn and prefix not in part:
+            pos = round_end  # the system text or a user turn (they end with the same marker)
+            continue
+        if part.count(prefix) != 1 or (conv.end_closes_every_turn and not part.startswith(prefix)):
             return None
         start = pos + part.index(prefix) + len(prefix)
         if start < round_end:

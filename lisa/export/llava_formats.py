@@ -59,9 +59,16 @@ def _llava_part(model) -> dict[str, torch.Tensor]:
     return state
 
 
-def _image_processor_config(cfg) -> dict:
+def _image_processor_config(cfg, pad: bool = False) -> dict:
+    """The tower's image processor settings; with ``pad`` LLaVA's padding processor (for a SigLIP
+    tower with SigLIP's mean and std: a square image is then resized whole, as SigLIP's processor does)."""
     vision = cfg.vision or {}
     size = int(vision.get("image_size", 224))
+    if siglip_tower(cfg) and pad:
+        return {"image_processor_type": "LlavaImageProcessor", "do_resize": True, "size": {"shortest_edge": size},
+                "resample": 3, "do_center_crop": True, "crop_size": {"height": size, "width": size},
+                "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": True}
     if siglip_tower(cfg):
         return {"image_processor_type": "SiglipImageProcessor", "do_resize": True,
                 "size": {"height": size, "width": size}, "resample": 3, "do_rescale": True,
@@ -194,8 +201,8 @@ def save_llava_hf(model, tokenizer, out, *, max_shard_size="10GB", progress: boo
     if config.tie_word_embeddings:
         hf.tie_weights()
     hf.save_pretrained(str(out), max_shard_size=max_shard_size)
-    proc_cfg = _image_processor_config(model.config)
-    image_processor = _build_image_processor(proc_cfg, pad=model.config.image_aspect_ratio == "pad")
+    pad = model.config.image_aspect_ratio == "pad"
+    image_processor = _build_image_processor(_image_processor_config(model.config, pad), pad=pad)
     chat_template = _LLAVA_V1_CHAT_TEMPLATE.replace("{system}", LLAVA_V1_SYSTEM.replace("'", "\\'")) \
         if (model.config.conv_type or "llava_v1") in ("llava_v1", "vicuna_v1") else None
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,

@@ -130,7 +130,8 @@ def unquantize_from_base(state: dict, base: str | Path, bits: int) -> dict:
     if not folder.is_dir():
         raise CheckpointError(f"the run trained a {bits}-bit LLM, whose frozen weights come from its base model "
                               f"folder {str(base)!r}, which is not there: pass --version BASE_DIR")
-    packed = [k for k, v in state.items() if k.endswith(".base_layer.weight") and not v.is_floating_point()]
+    packed = [k for k, v in state.items() if k.startswith("llm.") and k.endswith(".weight")
+              and not v.is_floating_point()]
     tensors, _ = read_folder(folder, progress=False, lazy=True)
     base_state, _ = lisa_to_internal(tensors)
     out = {k: v for k, v in state.items() if not (".quant_state." in k or k.endswith(QUANT_STATE))}

@@ -147,6 +147,7 @@ class Trainer:
         try:
             for step_in_epoch in range(start_step, args.steps_per_epoch):
                 t0 = time.perf_counter()
+                finite_before = self.finite_steps
                 sums = dist.all_reduce_sum(self._micro_batches(it))
                 elapsed = time.perf_counter() - t0
                 state["global_step"] += 1
@@ -157,8 +158,7 @@ class Trainer:
                 state["train_seconds"] = float(state.get("train_seconds", 0.0)) + elapsed
                 bad = float(sums[len(LOSS_KEYS) + 1]) > 0
                 state["unsupervised"] = int(state.get("unsupervised", 0) + float(sums[len(LOSS_KEYS) + 2]))
-                if not bad:
-                    state["finite_steps"] = self.finite_steps + 1
+                state["finite_steps"] = finite_before + (0 if bad else 1)
                 self._account_bad(bad)
                 record = self._record(sums, images, elapsed, bad)
                 self._log(record, bar)
