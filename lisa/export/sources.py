@@ -124,12 +124,14 @@ def unquantize_from_base(state: dict, base: str | Path, bits: int) -> dict:
     """A QLoRA run (``--bits 4/8``) keeps its frozen LLM layers packed by bitsandbytes; those weights
     never changed, so they are taken in full precision from the base folder the run started from."""
     from ..checkpoint.files import materialize, read_folder
+    from ..checkpoint.hub import resolve_model
     from ..checkpoint.layout import lisa_to_internal
 
-    folder = Path(base)
-    if not folder.is_dir():
+    try:
+        folder = resolve_model(base, progress=False)  # a folder, or the Hub id the run started from
+    except CheckpointError as e:
         raise CheckpointError(f"the run trained a {bits}-bit LLM, whose frozen weights come from its base model "
-                              f"folder {str(base)!r}, which is not there: pass --version BASE_DIR")
+                              f"{str(base)!r}, which is not there ({e}): pass --version BASE_DIR") from e
     packed = [k for k, v in state.items() if k.startswith("llm.") and k.endswith(".weight")
               and not v.is_floating_point()]
     tensors, _ = read_folder(folder, progress=False, lazy=True)
