@@ -1,11 +1,10 @@
 """The pieces of LLaVA-style training and chat: `lisa data subset`, passes over the data (with
-modality/length grouping), VQA data without --dataset_dir, text-only records, sampling, streaming."""
+modality/length grouping), VQA data without --dataset_dir, text-only records, template and sampling defaults."""
 
 import json
 
 import numpy as np
 import pytest
-import torch
 
 from helpers.llava import write_llava_data
 
@@ -84,25 +83,36 @@ def test_passes_split_the_records_between_ranks_without_replacement(mix, tmp_pat
         build_train_dataset(dict(args, vqa_data="llava_instruct_150k"), clip_size=28, sam_size=32)
 
 
-def test_sampling_and_streaming():
-    from lisa.inference.streaming import TextStream
-    from lisa.model.generation import next_token
+def test_template_and_sampling_defaults_follow_the_model_kind():
+    from types import SimpleNamespace
 
-    logits = torch.tensor([[0.0, 3.0, 2.9, -5.0]])
-    assert next_token(logits) == 1
-    draws = [next_token(logits, 1.0, 1.0, torch.Generator().manual_seed(s)) for s in range(40)]
-    assert set(draws) <= {0, 1, 2, 3} and {1, 2} <= set(draws)
-    assert {next_token(logits, 1.0, 0.3, torch.Generator().manual_seed(s)) for s in range(20)} == {1}
-    again = [next_token(logits, 1.0, 1.0, torch.Generator().manual_seed(s)) for s in range(40)]
-    assert draws == again
+    from lisa.conversation import model_name_from_path, template_for_model_name
+    from lisa.inference.pipeline import LisaPipeline, pick_template
 
-    text = "Zürich – 東京"
-    data = text.encode("utf-8")
-    pieces = []
-    stream = TextStream(lambda ids: bytes(ids).decode("utf-8", errors="replace"), pieces.append)
-    for b in data:  # one byte per token: characters arrive in several pieces
-        stream.put(b)
-    assert stream.end() == text and "".join(pieces) == text and all("\ufffd" not in p for p in pieces)
+    names = {"liuhaotian/llava-v1.5-7b": "llava_v1", "llava-llama-2-13b-chat": "llava_llama_2",
+             "llava-v1.6-mistral-7b": "mistral_instruct", "llava-v1.6-34b": "chatml_direct",
+             "runs/llava-v1.5-13b-lora/checkpoint-500": "llava_v1", "my-model": "llava_v0", "mpt-7b-llava": "mpt"}
+    for path, mode in names.items():
+        assert template_for_model_name(model_name_from_path(path)) == mode, path
+    llava = SimpleNamespace(config=SimpleNamespace(conv_type=None, has_seg_head=False))
+    lisa = SimpleNamespace(config=SimpleNamespace(conv_type=None, has_seg_head=True))
+    trained = SimpleNamespace(config=SimpleNamespace(conv_type="chatml_direct", has_seg_head=False))
+    assert pick_template(llava, "x/llava-v1.5-7b-task-lora") == "llava_v1"
+    assert pick_template(lisa, "x/my-model") == "llava_v1"  # LISA's own default, whatever the name
+    assert pick_template(trained, "x/llava-v1.5") == "chatml_direct"  # what the model was trained with
+    assert pick_template(llava, "x/my-model", "mistral_instruct") == "mistral_instruct"  # --conv-mode wins
+    made = {}
+
+    class Probe(LisaPipeline):
+        def __init__(self, model, tokenizer, conv_type=None, temperature=0.0, **kw):
+            made.update(conv_type=conv_type, temperature=temperature)
+
+    Probe.for_model(llava, None, "x/llava-v1.5-7b")
+    assert made == {"conv_type": "llava_v1", "temperature": 0.2}  # LLaVA's cli.py samples at 0.2
+    Probe.for_model(lisa, None, "x/LISA-7B-v1")
+    assert made["temperature"] == 0.0  # LISA stays greedy
+    Probe.for_model(llava, None, "x/llava-v1.5-7b", temperature=0)
+    assert made["temperature"] == 0
 
 
 def test_web_ui_labels_answers_by_model_kind():
