@@ -105,14 +105,14 @@ def test_template_and_sampling_defaults_follow_the_model_kind():
 
     class Probe(LisaPipeline):
         def __init__(self, model, tokenizer, conv_type=None, temperature=0.0, **kw):
+            self.model = model
             made.update(conv_type=conv_type, temperature=temperature)
 
-    Probe.for_model(llava, None, "x/llava-v1.5-7b")
-    assert made == {"conv_type": "llava_v1", "temperature": 0.2}  # LLaVA's cli.py samples at 0.2
-    Probe.for_model(lisa, None, "x/LISA-7B-v1")
-    assert made["temperature"] == 0.0  # LISA stays greedy
-    Probe.for_model(llava, None, "x/llava-v1.5-7b", temperature=0)
-    assert made["temperature"] == 0
+    assert Probe.for_model(llava, None, "x/llava-v1.5-7b").chat_temperature == 0.2  # LLaVA's cli.py
+    assert made == {"conv_type": "llava_v1", "temperature": 0.0}  # the API stays greedy unless asked
+    assert Probe.for_model(lisa, None, "x/LISA-7B-v1").chat_temperature == 0.0  # LISA answers greedily
+    Probe.for_model(llava, None, "x/llava-v1.5-7b", temperature=0.7)
+    assert made["temperature"] == 0.7
 
 
 def test_web_ui_labels_answers_by_model_kind():

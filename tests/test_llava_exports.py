@@ -114,7 +114,7 @@ def test_model_base_applies_a_llava_lora_adapter_folder(tmp_path_factory, tmp_pa
     args = ap.parse_args(["--model-path", str(lora_dir), "--model-base", str(base), "--device", "cpu",
                           "--temperature", "0", "--max-new-tokens", "3"])
     pipe = load_pipeline(args)
-    assert pipe.conv_type == "llava_v1"  # "v1" in the folder name, as LLaVA infers it
+    assert pipe.conv_type == "llava_v1"
     for name, p in merged.named_parameters():
         torch.testing.assert_close(pipe.model.llm.get_parameter(name), p, rtol=0, atol=0, msg=name)
     assert torch.equal(pipe.model.mm_projector[0].weight, projector["base_model.model.model.mm_projector.0.weight"])

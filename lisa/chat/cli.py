@@ -101,6 +101,22 @@ def converse(pipe, image_path: str, vis_save_path: str, as_json: bool = False) -
         history.append((prompt, result.text))
 
 
+def _as_llava_cli(pipe, args) -> None:
+    """LLaVA's ``cli.py`` defaults for plain LLaVA models: the conversation mode inferred from the
+    model's name (with its warning when ``--conv-mode`` says otherwise) and sampling at 0.2."""
+    from ..inference.pipeline import pick_template
+    from ..inference.request import Sampling
+
+    if args.temperature is None:
+        pipe.sampling = Sampling(pipe.chat_temperature, args.top_p)
+    inferred = pick_template(pipe.model, str(args.version).split("@")[0])
+    if args.conv_type is None:
+        pipe.conv_type = inferred
+    elif inferred != args.conv_type and not pipe.segments:
+        print(f"[WARNING] the auto inferred conversation mode is {inferred}, while `--conv-mode` is "
+              f"{args.conv_type}, using {args.conv_type}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lisa chat", description="Chat with a LISA or LLaVA model.")
     add_model_args(ap)
@@ -127,6 +143,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:
         print(f"lisa chat: {e}", file=sys.stderr)
         return 2
+    _as_llava_cli(pipe, args)
     image = args.image or args.image_file
     if args.prompt is not None:
         try:

@@ -31,12 +31,13 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
                     help="accepted for compatibility; the model config decides")
     ap.add_argument("--conv_type", "--conv-mode", "--conv_mode", dest="conv_type", default=None,
                     choices=sorted(TEMPLATES), help="prompt template (default: the one the model was trained "
-                    "with; llava_v1 for LISA; for plain LLaVA models inferred from the folder name as LLaVA does)")
+                    "with, else llava_v1; lisa chat infers it for plain LLaVA models from the folder name, as LLaVA)")
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     ap.add_argument("--sam_config", default=None, help="SamConfig JSON for a SAM other than ViT-H")
     ap.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=512)
     ap.add_argument("--temperature", type=float, default=None,
-                    help="sampling temperature; 0 answers greedily (default: 0 for LISA, 0.2 for LLaVA models)")
+                    help="sampling temperature; 0 answers greedily (default: greedy; in lisa chat 0.2 for plain "
+                    "LLaVA models, as LLaVA's cli.py)")
     ap.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None,
                     help="nucleus sampling: sample among the most likely tokens up to this probability")
 
@@ -90,6 +91,6 @@ def _with_base(args, merged_loader):
         quantize_llm(model, quant, dev)
     else:
         model.to(dev)
-    return LisaPipeline.for_model(model.eval(), tokenizer, args.version, conv_type=args.conv_type,
+    return LisaPipeline.for_model(model.eval(), tokenizer, conv_type=args.conv_type,
                                   max_new_tokens=args.max_new_tokens, model_max_length=args.model_max_length,
                                   temperature=getattr(args, "temperature", None), top_p=getattr(args, "top_p", None))

@@ -56,8 +56,9 @@ def pick_device(device: str | None = "auto") -> torch.device:
 
 def pick_template(model, path=None, conv_type: str | None = None) -> str:
     """The prompt template: ``conv_type`` when given; else the one the model was trained with (our
-    training records it); else ``llava_v1`` for LISA models and, for plain LLaVA models, the mode
-    LLaVA's chat infers from the model's folder name."""
+    training records it); else ``llava_v1`` for LISA models and, given the model's ``path``, for
+    plain LLaVA models the mode LLaVA's chat infers from its folder name (``lisa chat`` does; the
+    library and the servers keep ``llava_v1``)."""
     if conv_type:
         return conv_type
     if model.config.conv_type:
@@ -92,8 +93,8 @@ class LisaPipeline:
                         max_new_tokens: int = 512, model_max_length: int = 512, cache_size: int = 8,
                         progress: bool = True, revision: str | None = None, temperature: float | None = None,
                         top_p: float | None = None) -> "LisaPipeline":
-        """``path``: a model folder or a Hub id (``owner/name[@revision]``). ``temperature`` None: 0
-        (greedy) for LISA models, 0.2 for plain LLaVA models (LLaVA's chat)."""
+        """``path``: a model folder or a Hub id (``owner/name[@revision]``). ``temperature`` 0 or None:
+        greedy (the default of every caller but ``lisa chat``, see :attr:`chat_temperature`)."""
         from ..checkpoint.hub import resolve_model
         from ..checkpoint.loader import load_pretrained
 
@@ -109,25 +110,28 @@ class LisaPipeline:
         model, tokenizer = load_pretrained(folder, vision_tower=vision_tower, sam_config_file=sam_config,
                                            precision=precision, device=dev, quantization=quant,
                                            model_max_length=model_max_length, progress=progress)
-        # the name as given (not the Hub snapshot's folder) is what LLaVA infers a template from
-        pipe = cls.for_model(model, tokenizer, str(path).split("@")[0], conv_type=conv_type,
-                             max_new_tokens=max_new_tokens, cache_size=cache_size,
-                             model_max_length=model_max_length, temperature=temperature, top_p=top_p)
+        pipe = cls.for_model(model, tokenizer, conv_type=conv_type, max_new_tokens=max_new_tokens,
+                             cache_size=cache_size, model_max_length=model_max_length, temperature=temperature,
+                             top_p=top_p)
         pipe.model_dir = folder
         return pipe
 
     @classmethod
     def for_model(cls, model, tokenizer, path=None, *, conv_type: str | None = None, temperature=None,
                   **kwargs) -> "LisaPipeline":
-        """A pipeline around a loaded model with the defaults of its kind (template, temperature)."""
-        if temperature is None:
-            temperature = 0.0 if model.config.has_seg_head else LLAVA_TEMPERATURE
-        return cls(model, tokenizer, pick_template(model, path, conv_type), temperature=temperature, **kwargs)
+        """A pipeline around a loaded model with the template of its kind (see :func:`pick_template`)."""
+        return cls(model, tokenizer, pick_template(model, path, conv_type), temperature=temperature or 0.0, **kwargs)
 
     @property
     def kind(self) -> str:
         """"LISA" (answers with masks) or "LLaVA" (text only): how answers are labelled."""
         return "LISA" if self.segments else "LLaVA"
+
+    @property
+    def chat_temperature(self) -> float:
+        """What ``lisa chat`` samples at without ``--temperature``: 0.2 for plain LLaVA models, as
+        LLaVA's ``cli.py``; LISA models answer greedily."""
+        return 0.0 if self.segments else LLAVA_TEMPERATURE
 
     @property
     def segments(self) -> bool:
