@@ -1,7 +1,7 @@
 """Collation of dataset items into model batches (reference 3.6, with the truncation bug fixed).
 
 Per conversation: ``<image>`` -> ``<im_start><image><im_end>`` (when ``use_mm_start_end``), ids from
-:func:`lisa.tokenization.tokenizer_image_token` (each ``<image>`` = one -200), labels = ids with
+:func:`lisa.tokenization.tokenizer_image_token` (each ``<image>`` = one ``IMAGE_TOKEN_INDEX``), labels = ids with
 everything but the assistant answers and their closing ``</s>`` set to -100, computed with the
 original's round walk so the result is exactly the original's.
 
@@ -20,10 +20,9 @@ import functools
 import torch
 
 from ..constants import IGNORE_INDEX, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SEG_TOKEN
-from ..conversation import get_template
+from ..conversation import expand_image_token, get_template
 from ..tokenization import encode, seg_token_id, tokenizer_image_token
 from .problems import DataError, ProblemCounter
-from .templates import expand_image_token
 
 _DEFAULT_COUNTER: ProblemCounter | None = None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN
+from ..constants import IMAGE_TOKEN
 from ..conversation import get_template
 
 SHORT_QUESTION_LIST = (
@@ -73,10 +73,3 @@ def build_conversation(turns: list[tuple[str, str]], conv_type: str = "llava_v1"
         conv.append_user(user)
         conv.append_assistant(reply)
     return conv.get_prompt()
-
-
-def expand_image_token(text: str) -> str:
-    """``<image>`` -> ``<im_start><image><im_end>``, leaving already wrapped tokens alone."""
-    wrapped = IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN
-    placeholder = "\0LISA_WRAPPED_IMAGE\0"
-    return text.replace(wrapped, placeholder).replace(IMAGE_TOKEN, wrapped).replace(placeholder, wrapped)

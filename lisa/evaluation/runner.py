@@ -19,8 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import dist
-from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN
-from ..conversation import get_template
+from ..conversation import expand_image_token, get_template
 from ..data.templates import VAL_ANSWER, VAL_LONG_QUESTION, VAL_SHORT_QUESTION, build_conversation
 from .metrics import IGNORE, SampleResult, summarize
 
@@ -77,13 +76,12 @@ def _teacher(model, tokenizer, item, conv_type) -> tuple[list, list, list]:
 
 @torch.no_grad()
 def _generate(model, tokenizer, item, conv_type, max_new_tokens) -> tuple[list, list, list]:
-    from ..model.generation import generate
-    from ..tokenization import decode, tokenizer_image_token
+    """The model answers each question freely through the pipeline's path; its first [SEG] gives the mask."""
+    from ..inference.answer import answer, encode
+    from ..tokenization import tokenizer_image_token
 
-    device = _model_device(model)
-    clip_feats = model.encode_clip(item["images_clip"][None].to(device))[0]
-    sam_emb = model.encode_sam(item["images"][None].to(device))
-    h, w = item["label"].shape[-2:]
+    h, w = (int(v) for v in item["label"].shape[-2:])
+    enc = encode(model, item["images_clip"][None], item["images"][None], item["resize"], (h, w))
     preds, counts, answers = [], [], []
     for question in item["questions"]:
         conv = get_template(conv_type)
@@ -91,17 +89,15 @@ def _generate(model, tokenizer, item, conv_type, max_new_tokens) -> tuple[list, 
         conv.append_assistant(None)
         prompt = conv.get_prompt()
         if model.config.mm_use_im_start_end:
-            prompt = prompt.replace(IMAGE_TOKEN, IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN)
-        ids = torch.tensor([tokenizer_image_token(prompt, tokenizer)], dtype=torch.long)
-        gen = generate(model, ids, clip_feats, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id)
-        counts.append(int(gen.seg_hidden.shape[0]))
-        answers.append(decode(tokenizer, [t for t in gen.new_ids if t != tokenizer.eos_token_id]).strip())
-        if gen.seg_hidden.shape[0]:
-            emb = model.seg_embeddings(gen.seg_hidden[:1])
-            logits = model.decode_masks(sam_emb, emb, tuple(item["resize"]), (int(h), int(w)))
-            preds.append(logits[0] > 0)
+            prompt = expand_image_token(prompt)
+        out = answer(model, tokenizer, tokenizer_image_token(prompt, tokenizer), enc,
+                     max_new_tokens=max_new_tokens, max_masks=1)
+        counts.append(int(out.generated.seg_hidden.shape[0]))
+        answers.append(out.text)
+        if out.mask_logits is not None:
+            preds.append(out.mask_logits[0] > 0)
         else:
-            preds.append(torch.zeros((int(h), int(w)), dtype=torch.bool))
+            preds.append(torch.zeros((h, w), dtype=torch.bool))
     return preds, counts, answers
 
 

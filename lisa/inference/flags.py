@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..precision import PRECISIONS
+
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
     """Model flags shared by chat, app and serve (names as the original scripts)."""
     ap.add_argument("--version", default="xinlai/LISA-13B-llama2-v1", help="model folder")
-    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+    ap.add_argument("--precision", choices=PRECISIONS, default=None,
                     help="default: bf16 on CUDA, fp32 elsewhere")
     ap.add_argument("--image_size", type=int, default=1024, help="SAM input size (taken from the model)")
     ap.add_argument("--model_max_length", type=int, default=512)

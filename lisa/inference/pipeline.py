@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, SEG_TOKEN
-from ..conversation import get_template
-from ..model.generation import build_prefix, generate, image_prefix_length, use_decoding_layout
+from ..constants import IMAGE_TOKEN, SEG_TOKEN
+from ..conversation import get_template, image_placeholder
+from ..model.generation import use_decoding_layout
+from ..precision import default_precision
 from ..preprocess import as_rgb_array, clip_preprocess, sam_preprocess
+from .answer import answer, encode
 from .cache import EncodingCache, ImageEncoding, image_key
 
 MAX_PROMPT_CHARS = 4000
@@ -72,7 +74,7 @@ class LisaPipeline:
 
         dev = pick_device(device)
         if precision is None:
-            precision = "bf16" if dev.type == "cuda" else "fp32"
+            precision = default_precision(dev.type == "cuda")
         if load_in_4bit and load_in_8bit:
             raise ValueError("choose one of --load_in_4bit and --load_in_8bit")
         quant = "4bit" if load_in_4bit else "8bit" if load_in_8bit else None
@@ -94,21 +96,16 @@ class LisaPipeline:
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True
-        model, cfg, dev = self.model, self.model.config, self.device
+        cfg = self.model.config
         t0 = time.perf_counter()
-        clip_px = clip_preprocess(arr, cfg.clip_image_size)[None].to(dev)
-        with torch.no_grad():
-            clip_feats = model.encode_clip(clip_px)[0]
+        clip_px = clip_preprocess(arr, cfg.clip_image_size)[None]
         t1 = time.perf_counter()
-        sam_emb, resize = None, (0, 0)
-        if cfg.has_seg_head:
-            sam_in = sam_preprocess(arr, cfg.sam_image_size)
-            with torch.no_grad():
-                sam_emb = model.encode_sam(sam_in.pixels[None].to(dev))
-            resize = sam_in.resize
+        sam_in = sam_preprocess(arr, cfg.sam_image_size) if cfg.has_seg_head else None
         t2 = time.perf_counter()
-        enc = ImageEncoding(key, clip_feats, sam_emb, resize, arr.shape[:2],
-                            {"vision_tower": t1 - t0, "sam_encoder": t2 - t1})
+        enc = encode(self.model, clip_px, sam_in.pixels[None] if sam_in else None,
+                     sam_in.resize if sam_in else (0, 0), arr.shape[:2], key)
+        enc.timings["vision_tower"] += t1 - t0  # each encoder's time includes its preprocessing
+        enc.timings["sam_encoder"] += t2 - t1
         self.cache.put(enc)
         return enc, False
 
@@ -120,20 +117,17 @@ class LisaPipeline:
             raise ValueError(f"the prompt is too long ({len(prompt)} characters, at most {MAX_PROMPT_CHARS})")
         conv = get_template(self.conv_type)
         turns = list(history or []) + [(prompt, None)]
-        for i, (user, answer) in enumerate(turns):
+        for i, (user, reply) in enumerate(turns):
             user = user.replace(IMAGE_TOKEN, "").strip() if i == 0 else user
             if i == 0:
-                image = IMAGE_TOKEN
-                if self.model.config.mm_use_im_start_end:
-                    image = IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN
-                user = image + "\n" + user
+                user = image_placeholder(self.model.config.mm_use_im_start_end) + "\n" + user
             conv.append_user(user)
-            conv.append_assistant(answer)
+            conv.append_assistant(reply)
         return conv.get_prompt()
 
     def __call__(self, image, prompt: str, history: list[tuple[str, str]] | None = None,
                  max_new_tokens: int | None = None) -> LisaResult:
-        from ..tokenization import decode, tokenizer_image_token
+        from ..tokenization import tokenizer_image_token
 
         with self.lock:
             t_start = time.perf_counter()
@@ -145,35 +139,23 @@ class LisaPipeline:
             budget = min(max_new_tokens or self.max_new_tokens, max_pos - n_ctx)
             if budget <= 0:
                 raise ValueError(f"the prompt uses {n_ctx} positions; the model allows {max_pos}")
-            input_ids = torch.tensor([ids], dtype=torch.long)
-            n_prefix = image_prefix_length(ids)
-            t_prefix = time.perf_counter()
-            if self.cache.max_items > 0 and n_prefix and (enc.prefix is None or not enc.prefix.matches(ids)):
-                enc.prefix = build_prefix(self.model, ids[:n_prefix], enc.clip_feats)
-            t_prefix = time.perf_counter() - t_prefix
-            gen = generate(self.model, input_ids, enc.clip_feats, max_new_tokens=budget,
-                           eos_token_id=self.tokenizer.eos_token_id, prefix=enc.prefix)
-            t_mask = time.perf_counter()
-            masks: list[np.ndarray] = []
             # [SEG]s of earlier turns were answered then: only this turn's (typed or generated) count
             n_old = sum(u.count(SEG_TOKEN) + (a or "").count(SEG_TOKEN) for u, a in history or [])
-            seg_hidden = gen.seg_hidden[n_old:]
-            if self.model.config.has_seg_head and seg_hidden.shape[0]:
-                with torch.no_grad():
-                    emb = self.model.seg_embeddings(seg_hidden)
-                    logits = self.model.decode_masks(enc.sam_embedding, emb, enc.resize, enc.original_size)
-                masks = [m.cpu().numpy() for m in (logits > 0)]
-            t_end = time.perf_counter()
-            new_ids = [i for i in gen.new_ids if i != self.tokenizer.eos_token_id]
-            text = decode(self.tokenizer, new_ids).replace("</s>", "").strip()
+            out = answer(self.model, self.tokenizer, ids, enc, max_new_tokens=budget,
+                         use_prefix=self.cache.max_items > 0, skip_segs=n_old)
+            t_mask = time.perf_counter()
+            masks: list[np.ndarray] = []
+            if out.mask_logits is not None:
+                masks = [m.cpu().numpy() for m in (out.mask_logits > 0)]
+            gen = out.generated
             timings = {
                 "vision_tower": 0.0 if hit else enc.timings["vision_tower"],
                 "sam_encoder": 0.0 if hit else enc.timings["sam_encoder"],
-                "prefill": t_prefix + gen.timings["prefill"],
+                "prefill": gen.timings["prefill"],
                 "decode": gen.timings["decode"],
                 "tokens": len(gen.new_ids),
                 "per_token": gen.token_times,
-                "mask_decode": t_end - t_mask,
-                "total": t_end - t_start,
+                "mask_decode": out.mask_seconds + time.perf_counter() - t_mask,
+                "total": time.perf_counter() - t_start,
             }
-            return LisaResult(text, masks, gen.new_ids, timings, hit)
+            return LisaResult(out.text, masks, gen.new_ids, timings, hit)

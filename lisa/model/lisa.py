@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from ..constants import IGNORE_INDEX
+from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from ..preprocess import postprocess_masks
 from .config import LisaConfig
 from .losses import bce_loss_sum, dice_loss_sum
@@ -89,7 +89,7 @@ class LisaForSegmentation(nn.Module):
     def image_features_for_rows(self, input_ids: torch.Tensor, clip_feats: torch.Tensor,
                                 row_image: torch.Tensor) -> list[torch.Tensor]:
         """Features for every image token, in row-major order: a row's tokens use the row's image."""
-        counts = (input_ids == -200).sum(1).tolist()
+        counts = (input_ids == IMAGE_TOKEN_INDEX).sum(1).tolist()
         feats = []
         for n, c in enumerate(counts):
             feats += [clip_feats[int(row_image[n])]] * c

@@ -11,6 +11,8 @@ import argparse
 import json
 import os
 
+from ..precision import PRECISIONS
+
 # LLaVA-1.5's task-LoRA recipe (finetune_task_lora.sh): r 128, alpha 256, every linear layer of the
 # LLM, the projector trained with its own learning rate, lm_head / embeddings left frozen.
 LORA_PRESETS = {
@@ -37,7 +39,7 @@ def build_parser(prog: str = "lisa train") -> argparse.ArgumentParser:
     a("--version", default="liuhaotian/llava-llama-2-13b-chat-lightning-preview",
       help="base LLaVA folder or a LISA checkpoint folder to fine-tune")
     a("--vis_save_path", default="./vis_output", help="accepted for compatibility; unused")
-    a("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
+    a("--precision", default="bf16", choices=PRECISIONS)
     a("--image_size", type=int, default=1024, help="SAM input size (the model's SAM decides)")
     a("--model_max_length", type=int, default=512)
     a("--lora_r", type=int, default=8, help="LoRA rank; 0 trains without LoRA (see --train_modules)")

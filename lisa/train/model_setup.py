@@ -137,6 +137,7 @@ def build_model(args):
     from pathlib import Path
 
     from ..checkpoint.loader import load_pretrained, read_config
+    from .conversion import load_as_lisa
 
     folder = Path(args.version)
     if not folder.is_dir():
@@ -146,16 +147,17 @@ def build_model(args):
     if args.no_seg and base_cfg.has_seg_head:
         raise ValueError(f"--no_seg: {args.version} is a LISA checkpoint; plain LLaVA fine-tuning needs a LLaVA model")
     torch.manual_seed(args.seed)
-    model, tokenizer = load_pretrained(
-        folder, vision_tower=args.vision_tower, sam_config_file=args.sam_config,
-        sam_checkpoint=_sam_checkpoint(args, base_cfg.has_seg_head),
-        # in the training dtype (as the original's torch_dtype): half the host memory per process for
-        # bf16; DeepSpeed keeps fp32 master copies of the trainable parameters
-        precision=args.precision,
-        model_max_length=args.model_max_length, as_lisa=not args.no_seg,
-        use_mm_start_end=args.use_mm_start_end, progress=True)
+    # in the training dtype (as the original's torch_dtype): half the host memory per process for
+    # bf16; DeepSpeed keeps fp32 master copies of the trainable parameters
+    common = dict(vision_tower=args.vision_tower, sam_config_file=args.sam_config, precision=args.precision,
+                  model_max_length=args.model_max_length, progress=True)
+    if args.no_seg:
+        model, tokenizer = load_pretrained(folder, **common)
+    else:
+        model, tokenizer = load_as_lisa(folder, sam_checkpoint=_sam_checkpoint(args, base_cfg.has_seg_head),
+                                        use_mm_start_end=args.use_mm_start_end, **common)
     cfg = model.config
-    # as_lisa resized the embeddings for [SEG] etc.; keep the config that export writes in step
+    # load_as_lisa resized the embeddings for [SEG] etc.; keep the config that export writes in step
     cfg.llm["vocab_size"] = int(model.llm.get_input_embeddings().weight.shape[0])
     # Set from the flags whatever the checkpoint is: the original only did so for base LLaVA
     # configs and crashed when fine-tuning a LISA checkpoint (user-pain 3.2, #85).

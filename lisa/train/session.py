@@ -13,12 +13,12 @@ import torch
 from .. import dist
 from ..checkpoint import run_folder
 from ..checkpoint.run_folder import atomic_write
+from ..precision import to_dtype
 from . import resume
 from .args import namespace, to_json
 
 log = logging.getLogger("lisa.train")
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def seed_everything(seed: int) -> None:
@@ -152,7 +152,7 @@ def run(args: Namespace | dict, *, on_step=None) -> Path:
         log.info("resumed from %s at step %d", where[0] / where[1], state["global_step"])
 
     writer = ScalarWriter(run_dir, args.wandb, vars(args), args.exp_name) if dist.is_main() else None
-    trainer = Trainer(engine, args, run_dir, dataset, collate_fn, DTYPES[args.precision], state, writer,
+    trainer = Trainer(engine, args, run_dir, dataset, collate_fn, to_dtype(args.precision), state, writer,
                       _validate_fn(args, engine.module, tokenizer, val_sets, run_dir) if val_sets else None,
                       on_step)
     spe = args.steps_per_epoch
