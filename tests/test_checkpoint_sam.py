@@ -61,3 +61,10 @@ def test_not_a_sam_checkpoint(tmp_path):
     torch.save({"foo": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match="not a SAM checkpoint"):
         load_sam_checkpoint(path)
+
+
+def test_unknown_preset_is_named_in_the_error():
+    from lisa.model.sam import sam_config
+
+    with pytest.raises(ValueError, match=r"unknown SAM preset 'vit_x'; choose one of \['vit_b', 'vit_h', 'vit_l'\]"):
+        sam_config("vit_x")

@@ -55,13 +55,6 @@ class DemoRecipe:
         d["train_modules"] = list(self.train_modules)
         return d
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "DemoRecipe":
-        data = dict(data)
-        data["train_modules"] = tuple(data.get("train_modules", TRAIN_MODULES))
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
 
 def default_recipe(seed: int = 0, steps: int | None = None) -> DemoRecipe:
     """The default demo, with ``steps`` (or ``$LISA_DEMO_STEPS``) replacing the step count of

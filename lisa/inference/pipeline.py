@@ -24,6 +24,10 @@ from .cache import EncodingCache, ImageEncoding, image_key
 MAX_PROMPT_CHARS = 4000
 
 
+class PromptError(ValueError):
+    """The prompt cannot be answered as given (empty, too long, or more than the model's context)."""
+
+
 @dataclass
 class LisaResult:
     text: str
@@ -90,9 +94,11 @@ class LisaPipeline:
         return self.model.llm.get_input_embeddings().weight.device
 
     # ---- image encoding ---------------------------------------------------------------------
-    def encode_image(self, image) -> tuple[ImageEncoding, bool]:
+    def encode_image(self, image, key: str | None = None) -> tuple[ImageEncoding, bool]:
+        """The image's encoding (from the cache when it holds it) and whether it was cached. ``key``:
+        its :func:`~lisa.inference.cache.image_key`, when the caller has computed it already."""
         arr = as_rgb_array(image)
-        key = image_key(arr)
+        key = key or image_key(arr)
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True
@@ -112,9 +118,9 @@ class LisaPipeline:
     # ---- prompting --------------------------------------------------------------------------
     def build_prompt(self, prompt: str, history: list[tuple[str, str]] | None = None) -> str:
         if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("the prompt is empty")
+            raise PromptError("the prompt is empty")
         if len(prompt) > MAX_PROMPT_CHARS:
-            raise ValueError(f"the prompt is too long ({len(prompt)} characters, at most {MAX_PROMPT_CHARS})")
+            raise PromptError(f"the prompt is too long ({len(prompt)} characters, at most {MAX_PROMPT_CHARS})")
         conv = get_template(self.conv_type)
         turns = list(history or []) + [(prompt, None)]
         for i, (user, reply) in enumerate(turns):
@@ -126,19 +132,21 @@ class LisaPipeline:
         return conv.get_prompt()
 
     def __call__(self, image, prompt: str, history: list[tuple[str, str]] | None = None,
-                 max_new_tokens: int | None = None) -> LisaResult:
+                 max_new_tokens: int | None = None, key: str | None = None) -> LisaResult:
+        """Answer ``prompt`` (after the ``(user, assistant)`` turns of ``history``) about ``image``.
+        ``key``: the image's ``image_key`` when the caller has it, so the image is hashed once."""
         from ..tokenization import tokenizer_image_token
 
         with self.lock:
             t_start = time.perf_counter()
             text_prompt = self.build_prompt(prompt, history)
-            enc, hit = self.encode_image(image)
+            enc, hit = self.encode_image(image, key)
             ids = tokenizer_image_token(text_prompt, self.tokenizer)
             n_ctx = len(ids) - 1 + enc.clip_feats.shape[0]
             max_pos = int(getattr(self.model.llm.config, "max_position_embeddings", 10**9))
             budget = min(max_new_tokens or self.max_new_tokens, max_pos - n_ctx)
             if budget <= 0:
-                raise ValueError(f"the prompt uses {n_ctx} positions; the model allows {max_pos}")
+                raise PromptError(f"the prompt uses {n_ctx} positions; the model allows {max_pos}")
             # [SEG]s of earlier turns were answered then: only this turn's (typed or generated) count
             n_old = sum(u.count(SEG_TOKEN) + (a or "").count(SEG_TOKEN) for u, a in history or [])
             out = answer(self.model, self.tokenizer, ids, enc, max_new_tokens=budget,

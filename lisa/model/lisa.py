@@ -7,8 +7,6 @@ Module names map 1:1 onto the released checkpoint keys (see ``lisa.checkpoint.la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,12 +30,6 @@ def llm_config_from_dict(data: dict):
 def build_seg_head(hidden: int, out_dim: int) -> nn.ModuleList:
     return nn.ModuleList([nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
                                         nn.Linear(hidden, out_dim), nn.Dropout(0.0))])
-
-
-@dataclass
-class SegOutput:
-    pred_masks: list[torch.Tensor]  # per image: [k, H, W] mask logits at the original size
-    seg_counts: list[int]
 
 
 class LisaForSegmentation(nn.Module):

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..inference.pipeline import MAX_PROMPT_CHARS
+from ..inference.pipeline import MAX_PROMPT_CHARS, PromptError
 from .inputs import ApiError, check_max_new_tokens, check_prompt, decode_base64, decode_image, history_from_messages
 from .masks import describe_mask
 from .middleware import RequestLimits
@@ -183,10 +183,8 @@ def create_app(pipe, settings: ServeSettings | None = None) -> FastAPI:
         except QueueFull as e:
             wait = max(settings.retry_after_s, math.ceil(worker.depth * worker.seconds_per_request))
             raise ApiError(503, "queue_full", f"{e}; retry in about {wait} s", {"Retry-After": str(wait)}) from None
-        except ValueError as e:
-            if str(e).startswith("the prompt"):  # the pipeline's own input checks (e.g. context length)
-                raise ApiError(422, "invalid_prompt", str(e)) from None
-            raise ApiError(500, "model_error", f"the model failed on this request (request id {rid})") from None
+        except PromptError as e:  # the pipeline's own input checks (e.g. context length)
+            raise ApiError(422, "invalid_prompt", str(e)) from None
         except Exception:  # noqa: BLE001 - logged with its traceback by the worker
             raise ApiError(500, "model_error", f"the model failed on this request (request id {rid})") from None
         result = job.result

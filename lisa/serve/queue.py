@@ -141,7 +141,8 @@ class ModelWorker:
             return
         started = time.perf_counter()
         try:
-            result = self.pipe(job.image, job.prompt, history=job.history, max_new_tokens=job.max_new_tokens)
+            result = self.pipe(job.image, job.prompt, history=job.history, max_new_tokens=job.max_new_tokens,
+                               key=job.key)
         except Exception as e:  # noqa: BLE001 - any failure goes to its request; the worker lives on
             self.failed += 1
             log.error("request %s failed in the model", job.request_id, exc_info=True)
