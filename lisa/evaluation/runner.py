@@ -66,10 +66,10 @@ def _teacher(model, tokenizer, item, conv_type) -> tuple[list, list, list]:
     batch = collate([item], tokenizer, conv_type=conv_type, use_mm_start_end=model.config.mm_use_im_start_end,
                     model_max_length=10**9, num_image_tokens=model.config.num_image_tokens)
     device = _model_device(model)
-    out = model(images_clip=batch["images_clip"].to(device), images=batch["images"].to(device),
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                offset=batch["offset"], masks_list=batch["masks_list"], label_list=batch["label_list"],
-                resize_list=batch["resize_list"], inference=True)
+    out = model(images_clip=batch.images_clip.to(device), images=batch.images.to(device),
+                input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                offset=batch.offset, masks_list=batch.masks_list, label_list=batch.label_list,
+                resize_list=batch.resize_list, inference=True)
     logits = out["pred_masks"][0]
     return [logits[j] > 0 for j in range(logits.shape[0])], [1] * logits.shape[0], []
 

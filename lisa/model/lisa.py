@@ -102,7 +102,9 @@ class LisaForSegmentation(nn.Module):
                 images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, masks_list: list[torch.Tensor] | None = None,
                 label_list: list[torch.Tensor] | None = None, resize_list=None, inference: bool = False,
-                attention_masks: torch.Tensor | None = None, **_unused) -> dict:
+                attention_masks: torch.Tensor | None = None) -> dict:
+        """The training (or teacher-forced validation) forward over a collated ``Batch``:
+        ``model(**batch)``. ``attention_masks`` is the original's name for ``attention_mask``."""
         if attention_mask is None:
             attention_mask = attention_masks
         n_images = images_clip.shape[0]

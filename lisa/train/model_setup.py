@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .options import SAM_PLACEHOLDER, TrainOptions
+
 log = logging.getLogger("lisa.train")
 
 # Module-name prefixes (our LisaForSegmentation) that never get LoRA.
 LORA_EXCLUDED = ("sam.", "vision_tower.", "mm_projector.", "text_hidden_fcs.")
-SAM_PLACEHOLDER = "PATH_TO_SAM_ViT-H"
 
 
 @dataclass
@@ -132,7 +133,7 @@ def _fit_new_seg_head(model, out_dim: int) -> None:
         model.config.out_dim = prompt_dim
 
 
-def build_model(args):
+def build_model(args: TrainOptions):
     """(model, tokenizer, lora settings) ready to be handed to DeepSpeed."""
     from pathlib import Path
 
@@ -172,5 +173,5 @@ def build_model(args):
     settings = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, list(args.lora_targets))
     lora = apply_lora(model, settings) if args.lora_r > 0 else settings
     set_trainable(model, train_mask_decoder=args.train_mask_decoder, train_embeddings=args.train_embeddings,
-                  train_projector=args.mm_projector_lr is not None, extra=getattr(args, "train_prefixes", ()))
+                  train_projector=args.mm_projector_lr is not None, extra=args.train_prefixes)
     return model, tokenizer, lora
