@@ -43,7 +43,7 @@ def test_llava_base_becomes_lisa_for_training(tmp_path):
     torch.save(hf_to_official(sam.state_dict()), tmp_path / "sam_small.pth")
     model, tok = load_as_lisa(out, sam_checkpoint=str(tmp_path / "sam_small.pth"), progress=False)
     assert model.config.has_seg_head and model.seg_token_id == tok.convert_tokens_to_ids("[SEG]")
-    # LLaVA-v1 already has <im_patch>/<im_start>/<im_end>: only [SEG] is new (reference 1.2)
+    # LLaVA-v1 already has <im_patch>/<im_start>/<im_end>: only [SEG] is new (as in the original)
     assert len(tok) == n_before + 1 and model.seg_token_id == n_before
     assert model.llm.get_input_embeddings().weight.shape[0] == len(tok)
     assert torch.equal(model.sam.mask_decoder.iou_token.weight, sam.mask_decoder.iou_token.weight)

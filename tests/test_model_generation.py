@@ -98,7 +98,8 @@ def test_multi_turn_prompt_and_empty_prompt(tiny_model, rgb_image):
 
 
 def test_teacher_forced_forward_matches_original_seg_position(tiny_model, rgb_image):
-    """The forward's [SEG] embedding is the hidden state of the token before [SEG] (reference 1.6)."""
+    """The forward's [SEG] embedding is the hidden state of the token before [SEG], as the original
+    takes it."""
     model, tok = tiny_model
     prompt_ids = tokenizer_image_token(
         "USER: <im_start><image><im_end>\nWhat is it? ASSISTANT: Sure, [SEG].</s>", tok)

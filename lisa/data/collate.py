@@ -1,4 +1,5 @@
-"""Collation of dataset items into model batches (reference 3.6, with the truncation bug fixed).
+"""Collation of dataset items into a model ``Batch``, as the original ``collate_fn`` does it (with its
+truncation bug fixed).
 
 Per conversation: ``<image>`` -> ``<im_start><image><im_end>`` (when ``use_mm_start_end``), ids from
 :func:`lisa.tokenization.tokenizer_image_token` (each ``<image>`` = one ``IMAGE_TOKEN_INDEX``), labels = ids with

@@ -1,4 +1,4 @@
-"""Question / answer templates of the original training data (reference 4.4) and prompt assembly.
+"""Question / answer templates of the original training data (verbatim) and prompt assembly.
 
 Template and answer are drawn independently, per class or sentence, from the generator the caller
 passes in. ``{class_name}`` is lower-cased; ``{sent}`` is inserted as it is.
@@ -34,7 +34,7 @@ ANSWER_LIST = (
     "[SEG].",
 )
 
-# Validation prompts (reference 5): the space after "\n" is the original's.
+# Validation prompts of the original LISA validation: the space after "\n" is the original's.
 VAL_SHORT_QUESTION = IMAGE_TOKEN + "\n What is {} in this image? Please output segmentation mask."
 VAL_LONG_QUESTION = IMAGE_TOKEN + "\n {} Please output segmentation mask."
 VAL_ANSWER = "[SEG]."

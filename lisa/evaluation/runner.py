@@ -1,6 +1,7 @@
 """Validation over a data set: teacher-forced (the original protocol) or free generation.
 
-``teacher``: every query is answered with the fixed "[SEG]." in the prompt (reference 5); the mask
+``teacher``: every query is answered with the fixed "[SEG]." in the prompt (the original LISA
+validation protocol); the mask
 comes from the [SEG] of that answer. ``generate``: the model answers the question itself; the
 first [SEG] it writes gives the mask, an answer without [SEG] counts as an empty mask, and how
 often [SEG] was produced is reported.

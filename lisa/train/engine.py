@@ -18,7 +18,9 @@ log = logging.getLogger("lisa.train")
 
 
 def default_config(args) -> dict:
-    """reference 3.4, with the schedule's warm-up length a flag (default 100 as the original)."""
+    """The DeepSpeed config the original ``train_ds.py`` builds in code (ZeRO-2, AdamW, WarmupDecayLR,
+    fp16/bf16 from ``--precision``, gradient clipping 1.0), with the schedule's warm-up length a flag
+    (default 100 as the original)."""
     total = max(1, args.epochs * args.steps_per_epoch)
     return {
         "train_micro_batch_size_per_gpu": args.batch_size,

@@ -1,6 +1,6 @@
 """Model construction for training: load, loss weights, LoRA on the LLM, what is trainable.
 
-As the original (reference 3.2, 3.3, 1.10): LoRA on the LLM linears whose names contain one of
+As the original ``train_ds.py``: LoRA on the LLM linears whose names contain one of
 ``--lora_target_modules`` (never SAM, CLIP, the projector or the [SEG] head, which also have
 ``q_proj``/``v_proj``), the full ``lm_head`` and ``embed_tokens``, SAM's mask decoder and the
 [SEG] head trainable; CLIP, projector and SAM's image/prompt encoders frozen.
@@ -161,7 +161,7 @@ def build_model(args: TrainOptions):
     # load_as_lisa resized the embeddings for [SEG] etc.; keep the config that export writes in step
     cfg.llm["vocab_size"] = int(model.llm.get_input_embeddings().weight.shape[0])
     # Set from the flags whatever the checkpoint is: the original only did so for base LLaVA
-    # configs and crashed when fine-tuning a LISA checkpoint (user-pain 3.2, #85).
+    # configs and crashed when fine-tuning a LISA checkpoint (its config has no loss weights).
     cfg.ce_loss_weight = float(args.ce_loss_weight)
     cfg.dice_loss_weight = float(args.dice_loss_weight)
     cfg.bce_loss_weight = float(args.bce_loss_weight)
