@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from lisa.constants import IMAGE_TOKEN_INDEX
 from lisa.model.config import LisaConfig
 from lisa.model.generation import build_prefix, generate, image_prefix_length, use_decoding_layout
 from lisa.model.lisa import LisaForSegmentation
@@ -167,7 +168,7 @@ def main() -> None:
     if not args.row_major:
         use_decoding_layout(model)  # as LisaPipeline does
     rng = np.random.default_rng(0)
-    ids = torch.tensor([[1] + rng.integers(3, 300, args.prompt_tokens // 2).tolist() + [-200]
+    ids = torch.tensor([[1] + rng.integers(3, 300, args.prompt_tokens // 2).tolist() + [IMAGE_TOKEN_INDEX]
                         + rng.integers(3, 300, args.prompt_tokens // 2).tolist()])
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"preset={args.preset} params={n_params:.1f}M device={args.device} precision={args.precision} "

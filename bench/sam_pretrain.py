@@ -7,33 +7,7 @@ Prints the seconds taken and the kind accuracy on the shape pixels over the last
 and saves SAM's state dict for ``demo_experiment --sam_init``. DIR is a demo data folder
 (lisa.demo.run.prepare_all_data); ``--semantic N`` writes N kind maps when it has none.
 
-How the demo's recipe was chosen (issue #5 notes, 1 thread unless said):
-- reading kind from all channels, decaying LR: 0.54 after 500 steps; from the 8 open channels
-  only with a constant LR: 0.96 after 700 steps; 0.56 after 350 (kind appears late).
-- kind only, then LISA training at the full LR: the kind questions stay at 0.30 (the encoder
-  forgets it, and the colour channels were overwritten: colour questions fail with it frozen).
-  Freezing the gradients of the colour channels instead of the L2 pull: 0.89, colour still lost.
-- reading kind from the mask decoder's upscaled pixel features, or classifying kind x colour:
-  0.48 after 600 steps.
-- ``--hold 10 --area 0``: 0.94 after 700 steps (125 s at 2 threads). With the encoder then
-  frozen in LISA training, kind questions 0.81 but positions and sizes lag (gIoU 0.746 after 1300
-  steps); at 0.1x the LR 0.836 / cIoU 0.828, kind questions 0.84, smallest shape 0.50.
-- ``--area 1 --steps 700``: kind 0.59, area MSE 0.10 SD; LISA at 0.1x: 0.849 / 0.839, largest shape
-  0.91 (from 0.72), smallest 0.72, kind questions 0.58.
-- ``--area 0.3 --steps 900`` (the demo's until session 9): kind 0.97, area MSE 0.13 SD; LISA at
-  0.1x, 800 steps: 0.816 / 0.816 (frozen instead: 0.762); the whole demo (bench/demo.py, 1300
-  steps) 0.881 / 0.899.
-- the same, LISA for 1000 steps: whole encoder at 0.1x 0.847 / 0.855; only its last layer and
-  neck (``--encoder_from 3``, 18% cheaper steps) at 0.1x 0.851 / 0.870, at 0.3x 0.861 / 0.878 (the
-  demo's recipe), at 1x 0.790 / 0.768; at 0.3x for 900 steps 0.837 / 0.834; with the token
-  embeddings frozen too 0.846 / 0.862; and with a 2-layer mask decoder 0.833 / 0.843.
-- shorter pretraining (LISA then as the demo's, 1000 steps, 0.3x): 700 steps at 1e-3 kind 0.74, 800
-  steps 0.87; at 2e-3, 600 steps kind 0.94, area MSE 0.19; 700 steps (the demo's since session 9)
-  kind 0.96, area MSE 0.14, as 900 at 1e-3: LISA 0.852 / 0.869 here, and in the whole demo
-  (bench/demo.py) 0.838 / 0.862 against 0.836 / 0.853 after 900 steps at 1e-3; at 3e-3, 600 steps
-  kind 0.97, area MSE 0.18: LISA 0.832 / 0.849 (the smallest shape 0.67).
-- the mask loss's dice weight (LISA: 0.5, BCE 2.0; ``demo_experiment --dice_weight``): 1.0 gave
-  0.846 / 0.852, 2.0 0.842 / 0.837 after 1000 steps (0.861 / 0.878 at 0.5, under session 8's code).
+What each setting gave, and how the demo's recipe was chosen: docs/demo.md.
 """
 
 from __future__ import annotations

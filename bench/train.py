@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from lisa import dist
+    from lisa.checkpoint.run_folder import TRAIN_LOG
     from lisa.checkpoint.tiny import TINY_TEXTS
     from lisa.demo.shapes import write_dataset
     from lisa.tokenization import add_lisa_tokens, train_llama_style_tokenizer
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(device)
         if trainer.state["global_step"] > a.warmup:
-            with open(tmp / "bench" / "train_log.jsonl") as f:
+            with open(tmp / "bench" / TRAIN_LOG) as f:
                 timed.append(json.loads(f.readlines()[-1]))
 
     (tmp / "bench").mkdir(exist_ok=True)

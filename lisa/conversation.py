@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN
+
+# the image placeholder of models trained with --use_mm_start_end (every released LISA model)
+WRAPPED_IMAGE_TOKEN = IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN
+
 LLAVA_V1_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
@@ -158,3 +163,15 @@ def build_prompt(user_messages: list[str], answers: list[str | None], conv_type:
         conv.append_user(user)
         conv.append_assistant(answers[i] if i < len(answers) else None)
     return conv.get_prompt()
+
+
+def image_placeholder(use_mm_start_end: bool) -> str:
+    """What stands for the image in a prompt: ``<im_start><image><im_end>`` or ``<image>``."""
+    return WRAPPED_IMAGE_TOKEN if use_mm_start_end else IMAGE_TOKEN
+
+
+def expand_image_token(text: str) -> str:
+    """``<image>`` -> ``<im_start><image><im_end>``, leaving already wrapped tokens alone."""
+    placeholder = "\0LISA_WRAPPED_IMAGE\0"
+    return (text.replace(WRAPPED_IMAGE_TOKEN, placeholder).replace(IMAGE_TOKEN, WRAPPED_IMAGE_TOKEN)
+            .replace(placeholder, WRAPPED_IMAGE_TOKEN))

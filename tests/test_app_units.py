@@ -83,3 +83,27 @@ def test_app_flags_match_chat_and_default_to_loopback():
                                       "--share", "--port", "9000"])
     assert args.load_in_4bit and not args.load_in_8bit and args.precision == "fp16" and args.device == "cpu"
     assert args.share and args.port == 9000
+
+
+def test_examples_come_from_the_model_folder(tmp_path):
+    import json
+    from pathlib import Path
+
+    from lisa.inference.examples import model_examples, write_examples
+
+    model = tmp_path / "model"
+    model.mkdir()
+    assert model_examples(model) == []  # a folder without examples.json has none
+    rows = shapes_examples(tmp_path / "shapes", n=1)
+    write_examples(model, rows)
+    got = model_examples(model)
+    assert [p for _, p in got] == [p for _, p in rows]
+    assert all(str(model.resolve()) in path and Path(path).is_file() for path, _ in got)
+    (tmp_path / "outside.png").write_bytes(b"x")
+    entries = json.loads((model / "examples.json").read_text())
+    entries.append({"image": "../outside.png", "prompt": "Not from this folder."})
+    (model / "examples.json").write_text(json.dumps(entries))
+    assert len(model_examples(model)) == len(rows)  # nothing outside the model folder is offered
+    (model / "examples.json").write_text('[{"image": 3}]')
+    with pytest.raises(ValueError, match="examples.json: entry 0 needs an 'image' and a 'prompt'"):
+        model_examples(model)

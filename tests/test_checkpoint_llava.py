@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from lisa.checkpoint.loader import load_pretrained
 from lisa.checkpoint.sam_keys import hf_to_official
 from lisa.checkpoint.tiny import make_tiny_llava
 from lisa.inference.pipeline import LisaPipeline
 from lisa.model.sam import build_sam, sam_config
+from lisa.train.conversion import load_as_lisa
 
 
 @pytest.mark.parametrize("version", ["v1", "v1.5"])
@@ -41,9 +41,9 @@ def test_llava_base_becomes_lisa_for_training(tmp_path):
     torch.manual_seed(3)
     sam = build_sam(small_sam)
     torch.save(hf_to_official(sam.state_dict()), tmp_path / "sam_small.pth")
-    model, tok = load_pretrained(out, as_lisa=True, sam_checkpoint=str(tmp_path / "sam_small.pth"), progress=False)
+    model, tok = load_as_lisa(out, sam_checkpoint=str(tmp_path / "sam_small.pth"), progress=False)
     assert model.config.has_seg_head and model.seg_token_id == tok.convert_tokens_to_ids("[SEG]")
-    # LLaVA-v1 already has <im_patch>/<im_start>/<im_end>: only [SEG] is new (reference 1.2)
+    # LLaVA-v1 already has <im_patch>/<im_start>/<im_end>: only [SEG] is new (as in the original)
     assert len(tok) == n_before + 1 and model.seg_token_id == n_before
     assert model.llm.get_input_embeddings().weight.shape[0] == len(tok)
     assert torch.equal(model.sam.mask_decoder.iou_token.weight, sam.mask_decoder.iou_token.weight)

@@ -10,7 +10,7 @@ from lisa.checkpoint.errors import CheckpointError
 from lisa.checkpoint.sam_keys import hf_to_official, infer_sam_config_dict, load_sam_checkpoint, official_to_hf
 from lisa.model.sam import sam_config
 
-# counts from the released checkpoints (reference 2.2): image_encoder 457 for ViT-H, prompt 17, decoder 120
+# key counts of the released ViT-H checkpoint: image_encoder 457, prompt_encoder 17, mask_decoder 120
 OFFICIAL_COUNTS = {"vit_h": (457, 17, 120)}
 
 
@@ -61,3 +61,10 @@ def test_not_a_sam_checkpoint(tmp_path):
     torch.save({"foo": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match="not a SAM checkpoint"):
         load_sam_checkpoint(path)
+
+
+def test_unknown_preset_is_named_in_the_error():
+    from lisa.model.sam import sam_config
+
+    with pytest.raises(ValueError, match=r"unknown SAM preset 'vit_x'; choose one of \['vit_b', 'vit_h', 'vit_l'\]"):
+        sam_config("vit_x")

@@ -1,4 +1,4 @@
-"""gIoU / cIoU against hand computations on crafted masks (reference 5 formulas)."""
+"""gIoU / cIoU against hand computations on crafted masks (the original validation's formulas)."""
 
 import numpy as np
 import pytest

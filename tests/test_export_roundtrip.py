@@ -92,7 +92,7 @@ def test_lisa_format_is_the_released_layout(exports):
 @pytest.mark.parametrize("sharded", [False, True])
 def test_original_zero_to_fp32_output_merges_like_our_run(ref, exports, tiny_ckpt, tmp_path, sharded):
     """A consolidated state dict with the original's PEFT key names (peft 0.4, no base_layer), as one
-    pytorch_model.bin or as shards with an index (newer zero_to_fp32, user-pain #90 / #155)."""
+    pytorch_model.bin or as shards with an index (what newer DeepSpeed's zero_to_fp32 writes)."""
     from lisa.checkpoint.files import read_folder
     from lisa.checkpoint.layout import internal_to_lisa
     from lisa.export.cli import main

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers.llava import tiny_llava_family
+from lisa.constants import IMAGE_TOKEN_INDEX
 
 IMAGE = np.random.default_rng(5).integers(0, 255, (40, 70, 3)).astype(np.uint8)
 
@@ -44,7 +45,7 @@ def test_llava_hf_export_loads_in_transformers_with_equal_logits(tmp_path_factor
     prompt = build_prompt(["<image>\nWhat is written in the image?"], [None])
     ids, px, ours = _ours(model, tok, prompt)
     hf_ids = [t for i in ids for t in ([config["image_token_index"]] * model.config.num_image_tokens
-                                      if i == -200 else [i])]
+                                      if i == IMAGE_TOKEN_INDEX else [i])]
     with torch.no_grad():
         theirs = hf(input_ids=torch.tensor([hf_ids]), pixel_values=px).logits[0]
     assert theirs.shape[0] == ours.shape[0]

@@ -116,3 +116,27 @@ def test_training_batch_calls_the_mask_decoder_once_with_or_without_seg(tiny_mod
     assert with_grad[0] == with_grad[1]
     assert any(n.startswith("sam.mask_decoder.") for n in with_grad[0])
     assert any(n.startswith("text_hidden_fcs.") for n in with_grad[0])
+
+
+def test_the_collated_batch_is_what_forward_takes():
+    """``collate`` returns a ``Batch`` whose model inputs are exactly forward's parameters (nothing
+    else is caught and dropped), and ``model(**batch)`` passes them."""
+    import inspect
+
+    import pytest
+
+    from lisa.model.batch import Batch
+    from lisa.model.lisa import LisaForSegmentation
+
+    params = inspect.signature(LisaForSegmentation.forward).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    assert set(Batch.MODEL_INPUTS) == set(params) - {"self", "attention_masks"}
+    batch = Batch(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, dtype=torch.long),
+                  torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool), torch.tensor([0, 1]),
+                  [torch.zeros(0, 4, 4)], [torch.zeros(4, 4)], [(4, 4)], image_paths=["a.png"])
+    assert dict(**batch).keys() == set(Batch.MODEL_INPUTS) and batch["image_paths"] == ["a.png"]
+    with pytest.raises(KeyError):
+        batch["nope"]
+    half = batch.to("cpu", torch.float16)
+    assert half.images.dtype == torch.float16 and half.input_ids.dtype == torch.long
+    assert batch.images.dtype == torch.float32  # a copy: the batch itself is unchanged

@@ -2,6 +2,7 @@
 
 import torch
 
+from lisa.constants import IMAGE_TOKEN_INDEX
 from lisa.inference.pipeline import LisaPipeline
 from lisa.model.generation import generate
 from lisa.model.splice import seg_hidden_positions, splice_image_features
@@ -98,7 +99,8 @@ def test_multi_turn_prompt_and_empty_prompt(tiny_model, rgb_image):
 
 
 def test_teacher_forced_forward_matches_original_seg_position(tiny_model, rgb_image):
-    """The forward's [SEG] embedding is the hidden state of the token before [SEG] (reference 1.6)."""
+    """The forward's [SEG] embedding is the hidden state of the token before [SEG], as the original
+    takes it."""
     model, tok = tiny_model
     prompt_ids = tokenizer_image_token(
         "USER: <im_start><image><im_end>\nWhat is it? ASSISTANT: Sure, [SEG].</s>", tok)
@@ -142,7 +144,7 @@ def test_prefix_cache_gives_the_same_answers_as_a_full_prefill(tiny_model, rgb_i
         for x, y in zip(a.masks, b.masks):
             assert (x != y).mean() < 0.01
     enc, hit = cached.encode_image(rgb_image)
-    assert hit and enc.prefix is not None and enc.prefix.ids[-1] == -200
+    assert hit and enc.prefix is not None and enc.prefix.ids[-1] == IMAGE_TOKEN_INDEX
     assert uncached.encode_image(rgb_image)[0].prefix is None
 
 

@@ -1,4 +1,5 @@
-"""Image-token splicing and the [SEG] embedding position (reference 1.5 / 1.6)."""
+"""Image-token splicing (the original's "+255" shift, computed from the data) and the [SEG]
+embedding position (the hidden state of the token before [SEG])."""
 
 import torch
 from torch import nn

@@ -90,7 +90,7 @@ class FakePipe:
         self.gate.set()
         self.started = threading.Event()
 
-    def __call__(self, image, prompt, history=None, max_new_tokens=None):
+    def __call__(self, image, prompt, history=None, max_new_tokens=None, key=None):
         self.started.set()
         self.gate.wait(10)
         self.calls.append((int(image[0, 0, 0]), prompt))
@@ -191,3 +191,55 @@ def test_serve_flags():
     assert (args.host, args.allow_remote, args.api_key) == ("127.0.0.1", False, None)
     args = build_parser().parse_args(["--load_in_8bit", "--precision", "bf16", "--max_queue", "3", "--max_batch", "2"])
     assert args.load_in_8bit and args.precision == "bf16" and (args.max_queue, args.max_batch) == (3, 2)
+
+
+def test_a_served_request_hashes_its_image_once(tiny_ckpt, monkeypatch):
+    """The worker groups a turn by the image's content key; the pipeline reuses that key."""
+    from lisa.inference import pipeline as pipeline_module
+    from lisa.inference.cache import image_key
+    from lisa.inference.pipeline import LisaPipeline
+    from lisa.serve import queue as queue_module
+
+    calls = []
+
+    def counting_key(arr):
+        calls.append(arr.shape)
+        return image_key(arr)
+
+    monkeypatch.setattr(pipeline_module, "image_key", counting_key)
+    monkeypatch.setattr(queue_module, "image_key", counting_key)
+    pipe = LisaPipeline.from_pretrained(tiny_ckpt, device="cpu", max_new_tokens=3, progress=False)
+    worker = ModelWorker(pipe)
+    worker.start()
+    try:
+        first = asyncio.run(worker.run(_image(5), "Segment the square."))
+        again = asyncio.run(worker.run(_image(5), "And the circle?"))
+    finally:
+        worker.stop()
+    assert len(calls) == 2  # one per request
+    assert not first.result.cache_hit and again.result.cache_hit  # the key found the cached encoding
+
+
+def test_prompt_errors_are_told_apart_by_type():
+    from lisa.inference.pipeline import PromptError
+
+    class TooLong:
+        lock = threading.RLock()
+
+        def __call__(self, image, prompt, history=None, max_new_tokens=None, key=None):
+            if prompt == "long":
+                raise PromptError("over the context")
+            raise ValueError("the prompt-like text of an internal error")
+
+    from fastapi.testclient import TestClient
+
+    from lisa.serve.app import ServeSettings, create_app
+
+    with TestClient(create_app(TooLong(), ServeSettings())) as client:
+        png = io.BytesIO()
+        Image.fromarray(_image(1)).save(png, format="PNG")
+        post = lambda prompt: client.post("/v1/segment", files={"image": ("x.png", png.getvalue(), "image/png")},  # noqa: E731
+                                          data={"prompt": prompt})
+        long, internal = post("long"), post("other")
+    assert long.status_code == 422 and long.json()["error"]["code"] == "invalid_prompt"
+    assert internal.status_code == 500 and "prompt-like" not in internal.text

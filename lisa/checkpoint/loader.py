@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,30 +21,18 @@ from transformers.initialization import no_init_weights
 
 from ..model.config import LisaConfig
 from ..model.lisa import LisaForSegmentation
-from ..model.sam import sam_config
 from ..model.vision_siglip import is_siglip
+from ..precision import DTYPES, to_dtype
 from .errors import CheckpointError, first
 from .files import materialize, read_folder
 from .hub import parse_hub_id, resolve_model
 from .layout import clip_config_from_tensors, lisa_to_internal
 from .llava_hf import is_llava_hf, lisa_fields, llava_hf_to_internal
-from .sam_keys import load_sam_checkpoint, sam_config_for
+from .sam_keys import sam_config_for
 
 log = logging.getLogger(__name__)
 
 BESIDE_TOWER = "vision_tower"  # the vision tower folder that exports write next to the weights
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-          "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_dtype(precision) -> torch.dtype | None:
-    if precision is None or isinstance(precision, torch.dtype):
-        return precision
-    try:
-        return DTYPES[str(precision)]
-    except KeyError:
-        raise ValueError(f"unknown precision {precision!r}; choose fp32, bf16 or fp16") from None
 
 
 def read_config(folder: Path) -> LisaConfig:
@@ -166,17 +155,26 @@ def _check_shapes(model: torch.nn.Module, state: dict, origin: dict, folder: Pat
                               f"the model expects {want} (wrong config.json or a checkpoint of another size?)")
 
 
-def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: str | None = None,
-                    sam_checkpoint: str | None = None, precision=None, device=None, quantization=None,
-                    model_max_length: int = 512, as_lisa: bool = False, use_mm_start_end: bool = True,
-                    progress: bool = True, revision: str | None = None):
-    """Load ``(model, tokenizer)`` from a checkpoint folder or a Hub id (``owner/name[@revision]``,
-    see :mod:`lisa.checkpoint.hub`; ``revision`` may also be given here).
+@dataclass
+class CheckpointParts:
+    """A checkpoint folder read but not yet turned into a model: its config (with the vision tower
+    resolved), tokenizer and tensors in our parameter names, and the parts to initialise fresh."""
 
-    ``as_lisa`` turns a base LLaVA model into a LISA model for training: [SEG] (and im_start/end) are
-    added to the tokenizer, SAM comes from ``sam_checkpoint`` (or is random), the [SEG] head is new.
-    """
-    from ..tokenization import add_lisa_tokens, load_tokenizer, seg_token_id
+    folder: Path
+    cfg: LisaConfig
+    tokenizer: object
+    tensors: dict  # as stored in the files (released names)
+    internal: dict  # our parameter names
+    origin: dict  # our name -> the file it came from
+    ignored: list
+    new_parts: list[str] = field(default_factory=list)
+
+
+def read_checkpoint(path, *, vision_tower: str | None = None, model_max_length: int = 512,
+                    progress: bool = True, revision: str | None = None) -> CheckpointParts:
+    """Read a checkpoint folder or a Hub id (``owner/name[@revision]``, see :mod:`lisa.checkpoint.hub`;
+    ``revision`` may also be given here)."""
+    from ..tokenization import load_tokenizer
 
     folder = resolve_model(path, revision=revision, progress=progress)
     if not folder.is_dir():
@@ -194,55 +192,51 @@ def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: s
         cfg.vision_tower = vision_tower
     if clip_weights:
         internal.update(clip_weights)
+    return CheckpointParts(folder, cfg, tokenizer, tensors, internal, origin, ignored)
 
-    new_parts: list[str] = []
-    sam_keys = [k for k in internal if k.startswith("sam.")]
-    if cfg.has_seg_head or as_lisa:
-        sam_state = None
-        if sam_keys:
-            official = {k[len("model.visual_model."):]: v for k, v in tensors.items()
-                        if k.startswith("model.visual_model.")}
-            beside = folder / "sam_config.json"
-            cfg_file = sam_config_file or (beside if beside.is_file() else None)
-            cfg.sam = sam_config_for(official, cfg_file, str(folder)).to_dict()
-        elif sam_checkpoint:
-            scfg, sam_state = load_sam_checkpoint(sam_checkpoint, sam_config_file)
-            cfg.sam = scfg.to_dict()
-            internal.update({"sam." + k: v for k, v in sam_state.items()})
-        else:
-            if cfg.has_seg_head:
-                raise CheckpointError(f"{folder}: a LISA checkpoint without SAM weights (model.visual_model.*)")
-            if sam_config_file:
-                cfg.sam = sam_config_for({}, sam_config_file).to_dict()
-            else:
-                cfg.sam = sam_config("vit_h").to_dict()
-            new_parts.append("sam")
-        if not any(k.startswith("text_hidden_fcs.") for k in internal):
-            new_parts.append("text_hidden_fcs")
-            # a new [SEG] head must produce SAM prompt vectors, whatever --out_dim says
-            cfg.out_dim = int(cfg.sam["prompt_encoder_config"]["hidden_size"])
-        cfg.has_seg_head = True
 
-    if as_lisa:
-        add_lisa_tokens(tokenizer, use_mm_start_end)
-        cfg.mm_use_im_start_end = use_mm_start_end
-    seg_id = seg_token_id(tokenizer) if cfg.has_seg_head else None
+def use_checkpoint_sam(parts: CheckpointParts, sam_config_file: str | None = None) -> bool:
+    """Take SAM's config from the checkpoint's own SAM weights; False when it has none."""
+    if not any(k.startswith("sam.") for k in parts.internal):
+        return False
+    official = {k[len("model.visual_model."):]: v for k, v in parts.tensors.items()
+                if k.startswith("model.visual_model.")}
+    beside = parts.folder / "sam_config.json"
+    cfg_file = sam_config_file or (beside if beside.is_file() else None)
+    parts.cfg.sam = sam_config_for(official, cfg_file, str(parts.folder)).to_dict()
+    return True
 
-    dtype = resolve_dtype(precision)
+
+def complete_seg_head(parts: CheckpointParts) -> None:
+    """Mark the model as a LISA model; a [SEG] head the checkpoint lacks is made new, with SAM's
+    prompt dimension as its output whatever ``--out_dim`` says."""
+    if not any(k.startswith("text_hidden_fcs.") for k in parts.internal):
+        parts.new_parts.append("text_hidden_fcs")
+        parts.cfg.out_dim = int(parts.cfg.sam["prompt_encoder_config"]["hidden_size"])
+    parts.cfg.has_seg_head = True
+
+
+def instantiate(parts: CheckpointParts, precision=None, progress: bool = True) -> LisaForSegmentation:
+    """The model of ``parts`` with its weights loaded (new parts initialised), in ``precision``."""
+    from ..tokenization import seg_token_id
+
+    cfg, folder, internal, origin = parts.cfg, parts.folder, parts.internal, parts.origin
+    seg_id = seg_token_id(parts.tokenizer) if cfg.has_seg_head else None
+    dtype = to_dtype(precision)
     # Parameters are allocated directly in the target dtype and never initialised (they are loaded
     # next), so a 7B/13B model costs its loaded size in memory, not an fp32 copy first.
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype if dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32)
+    torch.set_default_dtype(dtype if dtype in DTYPES.values() else torch.float32)
     try:
         with no_init_weights():
             model = LisaForSegmentation(cfg, seg_token_id=seg_id)
     finally:
         torch.set_default_dtype(previous)
-    for part in new_parts:
+    for part in parts.new_parts:
         _initialise(getattr(model, part))
     _check_shapes(model, internal, origin, folder)
     expected = set(model.state_dict())
-    missing = sorted(expected - set(internal) - _tied_keys(model) - _new_keys(expected, new_parts))
+    missing = sorted(expected - set(internal) - _tied_keys(model) - _new_keys(expected, parts.new_parts))
     unexpected = sorted(set(internal) - expected)
     if missing:
         raise CheckpointError(f"{folder}: missing keys in the checkpoint: {first(missing)}")
@@ -250,18 +244,30 @@ def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: s
         bad = [_lisa_name(k) for k in unexpected]
         where = origin.get(unexpected[0]) or folder
         raise CheckpointError(f"{where}: unexpected keys (not part of this model): {first(bad)}")
-    if ignored:
-        log.info("ignored %d stale keys (e.g. %s)", len(ignored), ignored[0])
+    if parts.ignored:
+        log.info("ignored %d stale keys (e.g. %s)", len(parts.ignored), parts.ignored[0])
     _load_by_file(model, internal, origin, assign=dtype is None, progress=progress)
     if dtype is not None:
         model.to(dtype)
-    if len(tokenizer) != model.llm.get_input_embeddings().weight.shape[0]:
-        if as_lisa:
-            model.llm.resize_token_embeddings(len(tokenizer))
-            cfg.llm["vocab_size"] = len(tokenizer)
-        elif len(tokenizer) > model.llm.get_input_embeddings().weight.shape[0]:
-            raise CheckpointError(f"{folder}: tokenizer has {len(tokenizer)} tokens but the embedding matrix "
-                                  f"has {model.llm.get_input_embeddings().weight.shape[0]} rows")
+    return model
+
+
+def load_pretrained(path, *, vision_tower: str | None = None, sam_config_file: str | None = None,
+                    precision=None, device=None, quantization=None, model_max_length: int = 512,
+                    progress: bool = True, revision: str | None = None):
+    """Load ``(model, tokenizer)`` from a checkpoint folder or a Hub id, as it is (a base LLaVA folder
+    becomes a LLaVA model without [SEG]; turning it into a LISA model for training is ``lisa.train``'s job)."""
+    parts = read_checkpoint(path, vision_tower=vision_tower, model_max_length=model_max_length, progress=progress,
+                            revision=revision)
+    if parts.cfg.has_seg_head:
+        if not use_checkpoint_sam(parts, sam_config_file):
+            raise CheckpointError(f"{parts.folder}: a LISA checkpoint without SAM weights (model.visual_model.*)")
+        complete_seg_head(parts)
+    model, tokenizer = instantiate(parts, precision, progress), parts.tokenizer
+    rows = model.llm.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise CheckpointError(f"{parts.folder}: tokenizer has {len(tokenizer)} tokens but the embedding matrix "
+                              f"has {rows} rows")
     model.eval()
     if quantization:
         from ..model.quantize import quantize_llm

@@ -1,7 +1,8 @@
-"""Collation of dataset items into model batches (reference 3.6, with the truncation bug fixed).
+"""Collation of dataset items into a model ``Batch``, as the original ``collate_fn`` does it (with its
+truncation bug fixed).
 
 Per conversation: ``<image>`` -> ``<im_start><image><im_end>`` (when ``use_mm_start_end``), ids from
-:func:`lisa.tokenization.tokenizer_image_token` (each ``<image>`` = one -200), labels = ids with
+:func:`lisa.tokenization.tokenizer_image_token` (each ``<image>`` = one ``IMAGE_TOKEN_INDEX``), labels = ids with
 everything but the assistant answers and their closing ``</s>`` set to -100, computed with the
 original's round walk so the result is exactly the original's.
 
@@ -20,10 +21,10 @@ import functools
 import torch
 
 from ..constants import IGNORE_INDEX, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SEG_TOKEN
-from ..conversation import get_template
+from ..conversation import expand_image_token, get_template
+from ..model.batch import Batch
 from ..tokenization import encode, seg_token_id, tokenizer_image_token
 from .problems import DataError, ProblemCounter
-from .templates import expand_image_token
 
 _DEFAULT_COUNTER: ProblemCounter | None = None
 
@@ -87,7 +88,7 @@ def _masks_per_conversation(ids_list, seg_id):
 
 def collate(batch: list[dict], tokenizer, conv_type: str = "llava_v1", use_mm_start_end: bool = True,
             model_max_length: int = 512, num_image_tokens: int = 256,
-            counter: ProblemCounter | None = None) -> dict:
+            counter: ProblemCounter | None = None) -> Batch:
     counter = counter if counter is not None else _default_counter()
     if not batch:
         raise DataError("collate got an empty batch")
@@ -151,22 +152,22 @@ def collate(batch: list[dict], tokenizer, conv_type: str = "llava_v1", use_mm_st
         labels[k, : len(lab)] = torch.tensor(lab, dtype=torch.long)
         attention_mask[k, : len(ids)] = True
     items = [it for it, _ in kept_items]
-    return {
-        "image_paths": [it["image_path"] for it in items],
-        "images": torch.stack([it["images"] for it in items]),
-        "images_clip": torch.stack([it["images_clip"] for it in items]),
-        "input_ids": input_ids,
-        "labels": labels,
-        "attention_mask": attention_mask,
-        "offset": torch.tensor(offset, dtype=torch.long),
-        "masks_list": [m.float() for _, m in kept_items],
-        "label_list": [it["label"] for it in items],
-        "resize_list": [tuple(it["resize"]) for it in items],
-        "questions_list": [it["questions"] for it in items],
-        "sampled_classes_list": [it["sampled_classes"] for it in items],
-        "conversation_list": convs_all,
-        "inference": inference,
-    }
+    return Batch(
+        images=torch.stack([it["images"] for it in items]),
+        images_clip=torch.stack([it["images_clip"] for it in items]),
+        input_ids=input_ids,
+        labels=labels,
+        attention_mask=attention_mask,
+        offset=torch.tensor(offset, dtype=torch.long),
+        masks_list=[m.float() for _, m in kept_items],
+        label_list=[it["label"] for it in items],
+        resize_list=[tuple(it["resize"]) for it in items],
+        inference=inference,
+        image_paths=[it["image_path"] for it in items],
+        questions_list=[it["questions"] for it in items],
+        sampled_classes_list=[it["sampled_classes"] for it in items],
+        conversation_list=convs_all,
+    )
 
 
 def make_collate_fn(tokenizer, **kwargs):

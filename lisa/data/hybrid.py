@@ -21,7 +21,7 @@ from .vqa import DEFAULT_VQA_DATA, VQADataset
 
 FAMILIES = ("sem_seg", "refer_seg", "vqa", "reason_seg")
 
-# The original train_ds.py defaults (reference 3.1).
+# The original train_ds.py defaults.
 DEFAULTS = {
     "dataset_dir": "./dataset",
     "dataset": "sem_seg||refer_seg||vqa||reason_seg",

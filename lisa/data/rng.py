@@ -2,7 +2,7 @@
 
 The original samples with the global ``random`` / ``np.random`` state, which nothing seeds: the
 DataLoader base seed comes from torch's default generator, identical on every rank, so all GPUs can
-draw the same samples (**bug**, reference 8.18). Here each item gets its own generator derived from
+draw the same samples (**bug**). Here each item gets its own generator derived from
 ``(seed, rank, epoch, idx)``:
 
 - two ranks never share a stream (rank is part of the key);

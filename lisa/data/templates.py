@@ -1,4 +1,4 @@
-"""Question / answer templates of the original training data (reference 4.4) and prompt assembly.
+"""Question / answer templates of the original training data (verbatim) and prompt assembly.
 
 Template and answer are drawn independently, per class or sentence, from the generator the caller
 passes in. ``{class_name}`` is lower-cased; ``{sent}`` is inserted as it is.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN
+from ..constants import IMAGE_TOKEN
 from ..conversation import get_template
 
 SHORT_QUESTION_LIST = (
@@ -34,7 +34,7 @@ ANSWER_LIST = (
     "[SEG].",
 )
 
-# Validation prompts (reference 5): the space after "\n" is the original's.
+# Validation prompts of the original LISA validation: the space after "\n" is the original's.
 VAL_SHORT_QUESTION = IMAGE_TOKEN + "\n What is {} in this image? Please output segmentation mask."
 VAL_LONG_QUESTION = IMAGE_TOKEN + "\n {} Please output segmentation mask."
 VAL_ANSWER = "[SEG]."
@@ -73,10 +73,3 @@ def build_conversation(turns: list[tuple[str, str]], conv_type: str = "llava_v1"
         conv.append_user(user)
         conv.append_assistant(reply)
     return conv.get_prompt()
-
-
-def expand_image_token(text: str) -> str:
-    """``<image>`` -> ``<im_start><image><im_end>``, leaving already wrapped tokens alone."""
-    wrapped = IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN
-    placeholder = "\0LISA_WRAPPED_IMAGE\0"
-    return text.replace(wrapped, placeholder).replace(IMAGE_TOKEN, wrapped).replace(placeholder, wrapped)

@@ -1,7 +1,7 @@
 """Validation sets: ``ReasonSeg|val`` (``|test``) and refcoco-family splits (``refcoco|unc|val``).
 
 One item per image, masks at the image's original resolution, teacher-forced prompts as the
-original (reference 5): ReasonSeg uses the first text only; refer splits use every sentence of every
+original LISA validation: ReasonSeg uses the first text only; refer splits use every sentence of every
 ref of the split. Items have ``inference=True``.
 
 ``label`` is the ignore map of the image: pixels equal to 255 are excluded from the metrics. For

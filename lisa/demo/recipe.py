@@ -1,4 +1,7 @@
-"""What the demo trains on and how: data sizes, steps, and the ``lisa train`` flags it turns into."""
+"""What the demo trains on and how: data sizes, steps, and the ``lisa train`` flags it turns into.
+
+How each choice was measured (and what was tried instead) is in docs/demo.md.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +12,17 @@ STEPS_ENV = "LISA_DEMO_STEPS"  # a smaller step count for CI (tests, `make test`
 
 # SAM's mask decoder, the [SEG] head, the LLM's embeddings and output layer are trained in full (no
 # LoRA): the demo starts from random weights. SAM's encoder is pretrained first, on the shapes' kind
-# maps (lisa/demo/pretrain.py, 90 s), and then only its last layer and neck train: the
-# lower layers keep what the pretraining taught, and a step costs 18% less than with the whole
-# encoder (gIoU 0.851 against 0.847 after 1000 steps at the same learning rate,
-# bench/demo_experiment.py).
-# The LLM's layers stay at their bag-of-words start (lisa/demo/init_weights.py), and CLIP and the projector
-# as they are: the projector starts at zero, so the [SEG] state holds the question only. Letting
-# image features into it (training the projector) measured worse in this budget (gIoU 0.40 against
-# 0.53 after 500 steps): the mask decoder, which sees the image itself, does the visual part.
+# maps (lisa/demo/pretrain.py), and then only its last layer and neck train: the lower layers keep
+# what the pretraining taught, and a step is cheaper than with the whole encoder.
+# The LLM's layers stay at their bag-of-words start (lisa/demo/init_weights.py), and CLIP and the
+# projector as they are: the projector starts at zero, so the [SEG] state holds the question only;
+# the mask decoder, which sees the image itself, does the visual part (training the projector
+# learned less in this budget).
 # (layers.3 is the last of DEMO_SIZES' 4 encoder layers; lisa train refuses a prefix naming nothing.)
 TRAIN_MODULES = ("sam.vision_encoder.layers.3.", "sam.vision_encoder.neck", "sam.mask_decoder",
                  "text_hidden_fcs", "llm.lm_head", "llm.model.embed_tokens")
-# The encoder's last layer learns at 0.3x LISA's learning rate: after 1000 steps gIoU 0.861 (0.851 at
-# 0.1x, 0.790 at 1x, where it forgets the kinds again; bench/demo_experiment.py).
+# The encoder's last layer learns at 0.3x LISA's learning rate: at the full rate it forgets the kinds
+# the pretraining taught, at 0.1x it adapts too little.
 LR_SCALES = "sam.vision_encoder=0.3"
 
 
@@ -32,14 +33,13 @@ class DemoRecipe:
     n_refer: int = 1000  # RefCOCO-format images (several questions each)
     n_val: int = 200
     n_semantic: int = 1000  # kind maps (Mapillary format) for the SAM encoder's pretraining
-    # 700 steps at 2e-3 (90 s at 2 threads) learn kind and area as well as 900 at 1e-3 (128 s), and
-    # lisa train learns as much after either (bench/demo.py: gIoU 0.838 against 0.836 after 1000 steps)
+    # 700 steps at 2e-3 learn kind and area as well as 900 at 1e-3, in less time
     sam_pretrain_steps: int = 700
     sam_pretrain_lr: float = 2e-3
     sam_pretrain_hold: float = 10.0  # weight of the pull keeping the encoder's colour channels
     sam_pretrain_area: float = 0.3  # weight of the shape-area target beside the kind
-    # optimizer steps, 0.38-0.43 s each at 2 threads, data loading included (1000 steps end at gIoU
-    # 0.836 to 0.855: small changes of float rounding move it that much)
+    # optimizer steps of lisa train (where the accuracy after a fixed number of steps moves with float
+    # rounding, 100 more steps keep the demo above its target)
     steps: int = 1100
     batch_size: int = 8  # images per step
     texts_per_image: int = 8  # num_classes_per_sample
@@ -54,13 +54,6 @@ class DemoRecipe:
         d = asdict(self)
         d["train_modules"] = list(self.train_modules)
         return d
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DemoRecipe":
-        data = dict(data)
-        data["train_modules"] = tuple(data.get("train_modules", TRAIN_MODULES))
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def default_recipe(seed: int = 0, steps: int | None = None) -> DemoRecipe:

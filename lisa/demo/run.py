@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint.run_folder import LATEST, VAL_LOG
 from ..inference.examples import EXAMPLES_FILE
 from .recipe import DemoRecipe, default_recipe, train_args
 
@@ -115,7 +116,7 @@ def check_evals(steps: int, evals: int) -> int:
 
 def read_curve(run_dir: Path) -> list[dict]:
     """The run's validations (``val_log.jsonl``): gIoU / cIoU against training seconds."""
-    path = Path(run_dir) / "val_log.jsonl"
+    path = Path(run_dir) / VAL_LOG
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -136,15 +137,15 @@ def train_and_export(out: Path, recipe: DemoRecipe, progress: bool = True, worke
     args = train_args(recipe, base=str(base_dir), dataset_dir=str(data_dir), log_base_dir=str(runs), workers=workers)
     evals = check_evals(recipe.steps, evals)
     # one "epoch" per validation; the LR schedule covers the whole run as one, but samples are drawn
-    # per (epoch, index), so the number of validations changes which samples the run sees: 4 (lisa
-    # demo) gave gIoU 0.855 / cIoU 0.861, 10 (bench/demo.py) 0.858 / 0.875 on 2026-11-24
+    # per (epoch, index), so the number of validations changes which samples the run sees (and the
+    # scores a little; docs/demo.md)
     args.update(epochs=evals, steps_per_epoch=recipe.steps // evals, no_eval=False)
     t0 = time.perf_counter()
     run_dir = train_run(args)
     wall = time.perf_counter() - t0
     if model_dir.exists():
         shutil.rmtree(model_dir)
-    export(run_dir, model_dir, format="native", precision="fp32", tag="latest", progress=False)
+    export(run_dir, model_dir, format="native", precision="fp32", tag=LATEST, progress=False)
     # training time = the encoder's pretraining + lisa train's optimizer steps (the curve's clock)
     curve = read_curve(run_dir)
     for point in curve:

@@ -12,10 +12,9 @@ never asked about), images under ``mapillary/training/images/``, and as in Mapil
 maps under ``mapillary/training/v2.0/instances/`` (16-bit PNGs, label * 256 + instance number).
 Train on it with ``--dataset "sem_seg||reason_seg||refer_seg" --sem_seg_data mapillary``.
 
-It is not part of the demo's ``lisa train`` mix: in a 1300-step run, adding it (rates 1,1,1 or
-1,2,2) left the "{colour} {shape}" questions where they were (IoU 0.65) and the whole no better
-(gIoU 0.72 and 0.77, against 0.76-0.78 without it). lisa/demo/pretrain.py uses it for a dense
-pretraining of SAM's encoder before ``lisa train``.
+It is not part of the demo's ``lisa train`` mix (there it did not help the kind questions; see
+docs/demo.md): lisa/demo/pretrain.py uses it for a dense pretraining of SAM's encoder before
+``lisa train``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""gIoU / cIoU exactly as the original ``validate()`` computes them (reference 5).
+"""gIoU / cIoU exactly as the original LISA ``validate()`` computes them.
 
 Per mask pair (prediction = logits > 0, ground truth 0/1 with 255 = ignore), two classes
 (0 background, 1 foreground): pixels ignored in the ground truth are ignored in the prediction

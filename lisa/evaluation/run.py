@@ -8,16 +8,12 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from .. import dist
 from ..checkpoint.run_folder import METRICS_FILE, atomic_write, run_dir_near
+from ..precision import default_precision, to_dtype
 from .runner import evaluate, format_table
 
 log = logging.getLogger("lisa.eval")
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def build_val_sets(args, model_config) -> list:
     """``[(name, ValDataset)]`` for every set of ``args.val_dataset`` (joined by ``||``)."""
@@ -39,7 +35,7 @@ def write_metrics(run_dir: Path, results: list[dict]) -> Path:
 
 
 def _precision(args) -> str:
-    return args.precision or ("bf16" if torch.cuda.is_available() else "fp32")
+    return args.precision or default_precision()
 
 
 def load_model_for_eval(args):
@@ -51,7 +47,7 @@ def load_model_for_eval(args):
                                           tag=args.tag, lora_alpha=None, vision_tower=args.vision_tower,
                                           sam_config=args.sam_config, use_mm_start_end=args.use_mm_start_end,
                                           progress=dist.is_main())
-        model.to(DTYPES[_precision(args)])
+        model.to(to_dtype(_precision(args)))
     else:
         from ..checkpoint.loader import load_pretrained
 

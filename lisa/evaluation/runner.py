@@ -1,6 +1,7 @@
 """Validation over a data set: teacher-forced (the original protocol) or free generation.
 
-``teacher``: every query is answered with the fixed "[SEG]." in the prompt (reference 5); the mask
+``teacher``: every query is answered with the fixed "[SEG]." in the prompt (the original LISA
+validation protocol); the mask
 comes from the [SEG] of that answer. ``generate``: the model answers the question itself; the
 first [SEG] it writes gives the mask, an answer without [SEG] counts as an empty mask, and how
 often [SEG] was produced is reported.
@@ -19,8 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import dist
-from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN
-from ..conversation import get_template
+from ..conversation import expand_image_token, get_template
 from ..data.templates import VAL_ANSWER, VAL_LONG_QUESTION, VAL_SHORT_QUESTION, build_conversation
 from .metrics import IGNORE, SampleResult, summarize
 
@@ -67,23 +67,22 @@ def _teacher(model, tokenizer, item, conv_type) -> tuple[list, list, list]:
     batch = collate([item], tokenizer, conv_type=conv_type, use_mm_start_end=model.config.mm_use_im_start_end,
                     model_max_length=10**9, num_image_tokens=model.config.num_image_tokens)
     device = _model_device(model)
-    out = model(images_clip=batch["images_clip"].to(device), images=batch["images"].to(device),
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                offset=batch["offset"], masks_list=batch["masks_list"], label_list=batch["label_list"],
-                resize_list=batch["resize_list"], inference=True)
+    out = model(images_clip=batch.images_clip.to(device), images=batch.images.to(device),
+                input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                offset=batch.offset, masks_list=batch.masks_list, label_list=batch.label_list,
+                resize_list=batch.resize_list, inference=True)
     logits = out["pred_masks"][0]
     return [logits[j] > 0 for j in range(logits.shape[0])], [1] * logits.shape[0], []
 
 
 @torch.no_grad()
 def _generate(model, tokenizer, item, conv_type, max_new_tokens) -> tuple[list, list, list]:
-    from ..model.generation import generate
-    from ..tokenization import decode_answer, tokenizer_image_token
+    """The model answers each question freely through the pipeline's path; its first [SEG] gives the mask."""
+    from ..inference.answer import answer, encode
+    from ..tokenization import tokenizer_image_token
 
-    device = _model_device(model)
-    clip_feats = model.encode_clip(item["images_clip"][None].to(device))[0]
-    sam_emb = model.encode_sam(item["images"][None].to(device))
-    h, w = item["label"].shape[-2:]
+    h, w = (int(v) for v in item["label"].shape[-2:])
+    enc = encode(model, item["images_clip"][None], item["images"][None], item["resize"], (h, w))
     preds, counts, answers = [], [], []
     for question in item["questions"]:
         conv = get_template(conv_type)
@@ -91,17 +90,15 @@ def _generate(model, tokenizer, item, conv_type, max_new_tokens) -> tuple[list, 
         conv.append_assistant(None)
         prompt = conv.get_prompt()
         if model.config.mm_use_im_start_end:
-            prompt = prompt.replace(IMAGE_TOKEN, IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN)
-        ids = torch.tensor([tokenizer_image_token(prompt, tokenizer)], dtype=torch.long)
-        gen = generate(model, ids, clip_feats, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id)
-        counts.append(int(gen.seg_hidden.shape[0]))
-        answers.append(decode_answer(tokenizer, [t for t in gen.new_ids if t != tokenizer.eos_token_id]).strip())
-        if gen.seg_hidden.shape[0]:
-            emb = model.seg_embeddings(gen.seg_hidden[:1])
-            logits = model.decode_masks(sam_emb, emb, tuple(item["resize"]), (int(h), int(w)))
-            preds.append(logits[0] > 0)
+            prompt = expand_image_token(prompt)
+        out = answer(model, tokenizer, tokenizer_image_token(prompt, tokenizer), enc,
+                     max_new_tokens=max_new_tokens, max_masks=1)
+        counts.append(int(out.generated.seg_hidden.shape[0]))
+        answers.append(out.text)
+        if out.mask_logits is not None:
+            preds.append(out.mask_logits[0] > 0)
         else:
-            preds.append(torch.zeros((int(h), int(w)), dtype=torch.bool))
+            preds.append(torch.zeros((h, w), dtype=torch.bool))
     return preds, counts, answers
 
 

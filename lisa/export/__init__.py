@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
+from ..precision import to_dtype
+
 log = logging.getLogger("lisa.export")
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = ("native", "lisa", "llava", "llava-hf")
 
 
@@ -50,9 +51,7 @@ def export(source, save_path, format: str = "native", *, version: str | None = N
                                          use_mm_start_end=use_mm_start_end, progress=progress)
     stages.update(1)
     precision = precision or info.get("precision") or "bf16"
-    if precision not in DTYPES:
-        raise ValueError(f"unknown precision {precision!r}; choose fp32, bf16 or fp16")
-    cast_like_release(model, DTYPES[precision])
+    cast_like_release(model, to_dtype(precision))
     stages.set_postfix_str(f"writing {format} folder")
     stages.update(1)
     if format in ("llava", "llava-hf"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..precision import PRECISIONS
+
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lisa export", description=(
@@ -25,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(needed when the source is not inside a run folder)")
     ap.add_argument("--tag", default=None, help="checkpoint tag: best, latest or global_stepN "
                     "(default: best when known, else the newest)")
-    ap.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
+    ap.add_argument("--precision", default=None, choices=PRECISIONS,
                     help="dtype of LLM/projector/CLIP (SAM and [SEG] head stay fp32); default: training precision")
     ap.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha (default: the run's, else 16)")
     ap.add_argument("--vision-tower", "--vision_tower", dest="vision_tower", default=None,

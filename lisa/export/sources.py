@@ -63,7 +63,7 @@ def _ds_tag(folder: Path, tag: str | None) -> tuple[Path, str] | None:
         return ours
     if (folder / LATEST).is_file():
         return folder, (folder / LATEST).read_text().strip()
-    tags = sorted((int(m.group(1)), p.name) for p in folder.glob("global_step*") if (m := TAG_RE.match(p.name)))
+    tags = sorted((int(m.group(1)), p.name) for p in folder.iterdir() if (m := TAG_RE.match(p.name)))
     return (folder, tags[-1][1]) if tags else None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..conversation import TEMPLATES
+from ..precision import PRECISIONS, default_precision
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
@@ -17,7 +18,7 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model-base", "--model_base", dest="model_base", default=None,
                     help="base model folder when --version is a LoRA folder (LLaVA's adapter folder or a "
                     "`lisa train` run): the LoRA is applied in memory, nothing is written")
-    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+    ap.add_argument("--precision", choices=PRECISIONS, default=None,
                     help="default: bf16 on CUDA, fp32 elsewhere")
     ap.add_argument("--image_size", type=int, default=1024, help="SAM input size (taken from the model)")
     ap.add_argument("--model_max_length", type=int, default=512)
@@ -63,11 +64,12 @@ def _with_base(args, merged_loader):
 
     from ..checkpoint.adapters import apply_adapter_folder, is_adapter_folder
     from ..checkpoint.hub import resolve_model
-    from ..checkpoint.loader import load_pretrained, resolve_dtype
+    from ..checkpoint.loader import load_pretrained
+    from ..precision import to_dtype
     from .pipeline import LisaPipeline, pick_device
 
     dev = pick_device(args.device)
-    precision = args.precision or ("bf16" if dev.type == "cuda" else "fp32")
+    precision = args.precision or default_precision(dev.type == "cuda")
     if args.load_in_4bit and args.load_in_8bit:
         raise ValueError("choose one of --load_in_4bit and --load_in_8bit")
     if not Path(args.version).exists():
@@ -83,7 +85,7 @@ def _with_base(args, merged_loader):
                                             sam_config=args.sam_config, progress=False)
     else:
         raise ValueError(f"--model-path {args.version}: not a LoRA adapter folder (no adapter_config.json)")
-    model.to(resolve_dtype(precision))
+    model.to(to_dtype(precision))
     quant = "4bit" if args.load_in_4bit else "8bit" if args.load_in_8bit else None
     if quant:
         from ..model.quantize import quantize_llm

@@ -13,16 +13,28 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SEG_TOKEN
-from ..conversation import get_template, model_name_from_path, template_for_model_name
-from ..model.generation import build_prefix, generate, image_prefix_length, use_decoding_layout
+from ..constants import IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SEG_TOKEN
+from ..conversation import (
+    expand_image_token,
+    get_template,
+    image_placeholder,
+    model_name_from_path,
+    template_for_model_name,
+)
+from ..model.generation import use_decoding_layout
+from ..precision import default_precision
 from ..preprocess import as_rgb_array, sam_preprocess
+from .answer import answer, answer_text, encode, seg_masks
 from .cache import EncodingCache, ImageEncoding, image_key
 from .request import MAX_PROMPT_CHARS, GenerationRequest, Sampling, TextStream
 
 __all__ = ["MAX_PROMPT_CHARS", "LisaPipeline", "LisaResult", "answer_text", "pick_template"]
 
 LLAVA_TEMPERATURE = 0.2  # LLaVA's chat samples at 0.2 by default
+
+
+class PromptError(ValueError):
+    """The prompt cannot be answered as given (empty, too long, or more than the model's context)."""
 
 
 @dataclass
@@ -100,7 +112,7 @@ class LisaPipeline:
 
         dev = pick_device(device)
         if precision is None:
-            precision = "bf16" if dev.type == "cuda" else "fp32"
+            precision = default_precision(dev.type == "cuda")
         if load_in_4bit and load_in_8bit:
             raise ValueError("choose one of --load_in_4bit and --load_in_8bit")
         quant = "4bit" if load_in_4bit else "8bit" if load_in_8bit else None
@@ -143,47 +155,41 @@ class LisaPipeline:
         return self.model.llm.get_input_embeddings().weight.device
 
     # ---- image encoding ---------------------------------------------------------------------
-    def encode_image(self, image) -> tuple[ImageEncoding, bool]:
+    def encode_image(self, image, key: str | None = None) -> tuple[ImageEncoding, bool]:
+        """The image's encoding (from the cache when it holds it) and whether it was cached. ``key``:
+        its :func:`~lisa.inference.cache.image_key`, when the caller has computed it already."""
         arr = as_rgb_array(image)
-        key = image_key(arr)
+        key = key or image_key(arr)
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True
-        model, cfg, dev = self.model, self.model.config, self.device
+        cfg = self.model.config
         t0 = time.perf_counter()
-        clip_px = cfg.vision_input(arr)[None].to(dev)
-        with torch.no_grad():
-            clip_feats = model.encode_clip(clip_px)[0]
+        clip_px = cfg.vision_input(arr)[None]
         t1 = time.perf_counter()
-        sam_emb, resize = None, (0, 0)
-        if cfg.has_seg_head:
-            sam_in = sam_preprocess(arr, cfg.sam_image_size)
-            with torch.no_grad():
-                sam_emb = model.encode_sam(sam_in.pixels[None].to(dev))
-            resize = sam_in.resize
+        sam_in = sam_preprocess(arr, cfg.sam_image_size) if cfg.has_seg_head else None
         t2 = time.perf_counter()
-        enc = ImageEncoding(key, clip_feats, sam_emb, resize, arr.shape[:2],
-                            {"vision_tower": t1 - t0, "sam_encoder": t2 - t1})
+        enc = encode(self.model, clip_px, sam_in.pixels[None] if sam_in else None,
+                     sam_in.resize if sam_in else (0, 0), arr.shape[:2], key)
+        enc.timings["vision_tower"] += t1 - t0  # each encoder's time includes its preprocessing
+        enc.timings["sam_encoder"] += t2 - t1
         self.cache.put(enc)
         return enc, False
 
     # ---- prompting --------------------------------------------------------------------------
     def build_prompt(self, prompt: str, history: list[tuple[str, str]] | None = None) -> str:
         if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("the prompt is empty")
+            raise PromptError("the prompt is empty")
         if len(prompt) > MAX_PROMPT_CHARS:
-            raise ValueError(f"the prompt is too long ({len(prompt)} characters, at most {MAX_PROMPT_CHARS})")
+            raise PromptError(f"the prompt is too long ({len(prompt)} characters, at most {MAX_PROMPT_CHARS})")
         conv = get_template(self.conv_type)
         turns = list(history or []) + [(prompt, None)]
-        for i, (user, answer) in enumerate(turns):
+        for i, (user, reply) in enumerate(turns):
             user = user.replace(IMAGE_TOKEN, "").strip() if i == 0 else user
             if i == 0:
-                image = IMAGE_TOKEN
-                if self.model.config.mm_use_im_start_end:
-                    image = IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN
-                user = image + "\n" + user
+                user = image_placeholder(self.model.config.mm_use_im_start_end) + "\n" + user
             conv.append_user(user)
-            conv.append_assistant(answer)
+            conv.append_assistant(reply)
         return conv.get_prompt()
 
     def stop_strings(self) -> tuple[str, ...]:
@@ -194,82 +200,76 @@ class LisaPipeline:
 
     def __call__(self, image, prompt: str, history: list[tuple[str, str]] | None = None,
                  max_new_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
-                 on_text=None) -> LisaResult:
+                 on_text=None, key: str | None = None) -> LisaResult:
         """``on_text(piece)`` receives the answer while it is generated; ``temperature`` / ``top_p``
-        replace the pipeline's sampling for this call."""
+        replace the pipeline's sampling for this call. ``key``: the image's ``image_key`` when the
+        caller has it, so the image is hashed once."""
         sampling = self.sampling if temperature is None and top_p is None else Sampling(
             self.sampling.temperature if temperature is None else temperature,
             self.sampling.top_p if top_p is None else top_p)
         return self.run(GenerationRequest(image, prompt, history, max_new_tokens=max_new_tokens, sampling=sampling,
-                                          stop=self.stop_strings(), on_text=on_text))
+                                          stop=self.stop_strings(), on_text=on_text, key=key))
 
     def run(self, request: GenerationRequest) -> LisaResult:
         """One request: its prompt, image encoding, generation (streamed through ``request.on_text``
         when asked) and the masks of this turn's [SEG]s."""
         with self.lock:
             prep = self.prepare(request)
-            t_prefix = time.perf_counter()
-            ids, enc = prep.ids, prep.encoding
-            n_prefix = image_prefix_length(ids)
-            if self.cache.max_items > 0 and n_prefix and (enc.prefix is None or not enc.prefix.matches(ids)):
-                enc.prefix = build_prefix(self.model, ids[:n_prefix], enc.clip_feats)
-            t_prefix = time.perf_counter() - t_prefix
-            gen = generate(self.model, torch.tensor([ids], dtype=torch.long), enc.clip_feats,
-                           max_new_tokens=prep.budget, eos_token_id=self.tokenizer.eos_token_id, prefix=enc.prefix,
-                           pick=request.sampling.picker(), on_token=prep.stream)
-            return self.finish(prep, gen, t_prefix)
+            out = answer(self.model, self.tokenizer, prep.ids, prep.encoding, max_new_tokens=prep.budget,
+                         use_prefix=self.cache.max_items > 0, skip_segs=prep.n_old_segs,
+                         pick=request.sampling.picker(), on_token=prep.stream)
+            return self.finish(prep, out.generated, out.mask_logits, out.mask_seconds)
 
     def prepare(self, request: GenerationRequest) -> "Prepared":
-        """Prompt ids, the image encoding and the token budget (``ValueError`` for a prompt that does
-        not fit the model's context)."""
+        """Prompt ids, the image encoding and the token budget (:class:`PromptError` for a prompt that
+        does not fit the model's context)."""
         from ..tokenization import tokenizer_image_token
 
         t_start = time.perf_counter()
         if request.prompt_text is not None:  # formatted by the client: its [SEG]s all belong to earlier turns
             text_prompt = request.prompt_text
-            wrapped = IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN
-            if self.model.config.mm_use_im_start_end and wrapped not in text_prompt:
-                text_prompt = text_prompt.replace(IMAGE_TOKEN, wrapped)
+            if self.model.config.mm_use_im_start_end:
+                text_prompt = expand_image_token(text_prompt)
             n_old = text_prompt.count(SEG_TOKEN)
         else:
             text_prompt = self.build_prompt(request.prompt, request.history)
             # [SEG]s of earlier turns were answered then: only this turn's (typed or generated) count
             n_old = sum(u.count(SEG_TOKEN) + (a or "").count(SEG_TOKEN) for u, a in request.history or [])
-        enc, hit = self.encode_image(request.image)
+        enc, hit = self.encode_image(request.image, request.key)
         ids = tokenizer_image_token(text_prompt, self.tokenizer)
         n_ctx = len(ids) - ids.count(IMAGE_TOKEN_INDEX) + ids.count(IMAGE_TOKEN_INDEX) * enc.clip_feats.shape[0]
         max_pos = int(getattr(self.model.llm.config, "max_position_embeddings", 10**9))
         budget = min(request.max_new_tokens or self.max_new_tokens, max_pos - n_ctx)
         if budget <= 0:
-            raise ValueError(f"the prompt uses {n_ctx} positions; the model allows {max_pos}")
+            raise PromptError(f"the prompt uses {n_ctx} positions; the model allows {max_pos}")
         stream = TextStream(lambda new: answer_text(self.tokenizer, new), request) if request.streams else None
         return Prepared(ids, enc, hit, budget, n_old, n_ctx, stream, t_start)
 
-    def finish(self, prep: "Prepared", gen, t_prefix: float = 0.0) -> LisaResult:
-        """Masks of this turn's [SEG]s, the answer text and the timings of one generation."""
+    def finish(self, prep: "Prepared", gen, mask_logits: torch.Tensor | None = None,
+               mask_seconds: float | None = None) -> LisaResult:
+        """The answer text, masks of this turn's [SEG]s (decoded here unless given: batched decoding
+        hands over only ``gen``) and the timings of one generation."""
         enc = prep.encoding
+        if mask_seconds is None:
+            mask_logits, mask_seconds = seg_masks(self.model, gen, enc, skip_segs=prep.n_old_segs)
         t_mask = time.perf_counter()
         masks: list[np.ndarray] = []
-        seg_hidden = gen.seg_hidden[prep.n_old_segs:]
-        if self.model.config.has_seg_head and seg_hidden.shape[0]:
-            with torch.no_grad():
-                emb = self.model.seg_embeddings(seg_hidden)
-                logits = self.model.decode_masks(enc.sam_embedding, emb, enc.resize, enc.original_size)
-            masks = [m.cpu().numpy() for m in (logits > 0)]
-        t_end = time.perf_counter()
+        if mask_logits is not None:
+            masks = [m.cpu().numpy() for m in (mask_logits > 0)]
         text = answer_text(self.tokenizer, gen.new_ids)
         ended = bool(gen.new_ids) and gen.new_ids[-1] == self.tokenizer.eos_token_id
         if prep.stream is not None:
             ended = ended or prep.stream.stopped_text is not None
             text = prep.stream.finish(text)
+        t_end = time.perf_counter()
         timings = {
             "vision_tower": 0.0 if prep.cache_hit else enc.timings["vision_tower"],
             "sam_encoder": 0.0 if prep.cache_hit else enc.timings["sam_encoder"],
-            "prefill": t_prefix + gen.timings["prefill"],
+            "prefill": gen.timings["prefill"],
             "decode": gen.timings["decode"],
             "tokens": len(gen.new_ids),
             "per_token": gen.token_times,
-            "mask_decode": t_end - t_mask,
+            "mask_decode": mask_seconds + t_end - t_mask,
             "total": t_end - prep.t_start,
         }
         reason = "stop" if ended or len(gen.new_ids) < prep.budget else "length"
@@ -286,11 +286,3 @@ class Prepared:
     prompt_tokens: int  # context positions of the prompt, image features included
     stream: TextStream | None
     t_start: float
-
-
-def answer_text(tokenizer, new_ids: list[int]) -> str:
-    """The answer as shown to users: the generated ids without the end of sequence."""
-    from ..tokenization import decode_answer
-
-    ids = [i for i in new_ids if i != tokenizer.eos_token_id]
-    return decode_answer(tokenizer, ids).replace("</s>", "").strip()

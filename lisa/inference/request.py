@@ -54,6 +54,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()  # the answer ends before the first of these strings
     on_text: Callable[[str], None] | None = None  # receives each new piece of the answer text
     cancelled: Callable[[], bool] | None = None  # polled after every token (a client that went away)
+    key: str | None = None  # the image's ``image_key`` when the caller has it, so the image is hashed once
 
     def __post_init__(self):
         if (self.prompt is None) == (self.prompt_text is None):

@@ -17,6 +17,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from ..constants import IMAGE_TOKEN_INDEX
 from .splice import seg_hidden_positions, splice_image_features
 
 
@@ -124,14 +125,14 @@ class PrefixCache:
 
 def image_prefix_length(ids: list[int]) -> int:
     """Tokens up to and including the first image token (0 if there is none)."""
-    return ids.index(-200) + 1 if -200 in ids else 0
+    return ids.index(IMAGE_TOKEN_INDEX) + 1 if IMAGE_TOKEN_INDEX in ids else 0
 
 
 @torch.no_grad()
 def build_prefix(model, prefix_ids: list[int], clip_feats: torch.Tensor) -> PrefixCache:
     device = model.llm.get_input_embeddings().weight.device
     ids = torch.tensor([prefix_ids], device=device)
-    n_img = prefix_ids.count(-200)
+    n_img = prefix_ids.count(IMAGE_TOKEN_INDEX)
     spliced = splice_image_features(ids, model.llm.get_input_embeddings(), [clip_feats] * n_img)
     cache = DynamicCache(config=model.llm.config)
     run_decoder(model.decoder, cache, inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask)
@@ -158,7 +159,7 @@ def generate(model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_t
     if prefix is not None and prefix.matches(input_ids[0].tolist()):
         start, past_len, reuse = len(prefix.ids), prefix.length, prefix.cache
     rest = input_ids[:, start:]
-    n_img = int((rest == -200).sum())
+    n_img = int((rest == IMAGE_TOKEN_INDEX).sum())
     spliced = splice_image_features(rest, model.llm.get_input_embeddings(), [clip_feats] * n_img)
     capacity = past_len + spliced.inputs_embeds.shape[1] + max_new_tokens
     cache = reserved_cache(model.llm.config.num_hidden_layers, capacity, reuse)

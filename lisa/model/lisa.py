@@ -7,14 +7,12 @@ Module names map 1:1 onto the released checkpoint keys (see ``lisa.checkpoint.la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from ..constants import IGNORE_INDEX
+from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from ..preprocess import postprocess_masks
 from .config import LisaConfig
 from .losses import bce_loss_sum, dice_loss_sum
@@ -32,12 +30,6 @@ def llm_config_from_dict(data: dict):
 def build_seg_head(hidden: int, out_dim: int) -> nn.ModuleList:
     return nn.ModuleList([nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
                                         nn.Linear(hidden, out_dim), nn.Dropout(0.0))])
-
-
-@dataclass
-class SegOutput:
-    pred_masks: list[torch.Tensor]  # per image: [k, H, W] mask logits at the original size
-    seg_counts: list[int]
 
 
 class LisaForSegmentation(nn.Module):
@@ -89,7 +81,7 @@ class LisaForSegmentation(nn.Module):
     def image_features_for_rows(self, input_ids: torch.Tensor, clip_feats: torch.Tensor,
                                 row_image: torch.Tensor) -> list[torch.Tensor]:
         """Features for every image token, in row-major order: a row's tokens use the row's image."""
-        counts = (input_ids == -200).sum(1).tolist()
+        counts = (input_ids == IMAGE_TOKEN_INDEX).sum(1).tolist()
         feats = []
         for n, c in enumerate(counts):
             feats += [clip_feats[int(row_image[n])]] * c
@@ -110,7 +102,9 @@ class LisaForSegmentation(nn.Module):
                 images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, masks_list: list[torch.Tensor] | None = None,
                 label_list: list[torch.Tensor] | None = None, resize_list=None, inference: bool = False,
-                attention_masks: torch.Tensor | None = None, **_unused) -> dict:
+                attention_masks: torch.Tensor | None = None) -> dict:
+        """The training (or teacher-forced validation) forward over a collated ``Batch``:
+        ``model(**batch)``. ``attention_masks`` is the original's name for ``attention_mask``."""
         if attention_mask is None:
             attention_mask = attention_masks
         n_images = images_clip.shape[0]

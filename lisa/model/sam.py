@@ -29,9 +29,9 @@ def sam_config(preset: str | None = None, *, image_size: int = 1024, patch_size:
                window_size: int = 14, prompt_dim: int = 256, decoder_mlp_dim: int = 2048,
                decoder_heads: int = 8, decoder_depth: int = 2, **vision: Any) -> SamConfig:
     """A ``SamConfig`` from a preset name and/or explicit vision-encoder fields."""
-    fields = dict(SAM_PRESETS[preset]) if preset else {}
     if preset and preset not in SAM_PRESETS:
         raise ValueError(f"unknown SAM preset {preset!r}; choose one of {sorted(SAM_PRESETS)}")
+    fields = dict(SAM_PRESETS[preset]) if preset else {}
     fields.update(vision)
     fields.setdefault("hidden_size", 768)
     fields.setdefault("num_hidden_layers", 12)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..inference.pipeline import PromptError
 from ..inference.request import GenerationRequest
 from .queue import ModelWorker, QueueFull
 
@@ -52,7 +53,7 @@ def classify(exc: BaseException) -> BaseException:
     if isinstance(exc, MemoryError) or is_out_of_memory(exc):
         return ModelError("out_of_memory", "the model ran out of memory on this request; retry later, or send a "
                                            "smaller image, a shorter conversation or a lower max_new_tokens")
-    if isinstance(exc, ValueError) and str(exc).startswith("the prompt"):  # the pipeline's own input checks
+    if isinstance(exc, PromptError):  # the pipeline's own input checks
         return ModelError("invalid_prompt", str(exc))
     return ModelError("model_error", "the model failed on this request")
 

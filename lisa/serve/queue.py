@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..inference.cache import image_key
 from ..inference.request import GenerationRequest
 
 log = logging.getLogger("lisa.serve")
@@ -150,8 +151,6 @@ class ModelWorker:
             if self.decode_together and (len(live) > 1 or (live and not live[0].plain)):
                 self._run_together(live, len(jobs))
                 continue
-            from ..inference.cache import image_key
-
             for job in jobs:
                 job.key = image_key(job.request.image)
             # Same-image jobs run next to each other (stable: arrival order otherwise kept).
@@ -170,8 +169,10 @@ class ModelWorker:
         r = job.request
         try:
             if job.plain:
-                result = self.pipe(r.image, r.prompt, history=r.history, max_new_tokens=r.max_new_tokens)
+                result = self.pipe(r.image, r.prompt, history=r.history, max_new_tokens=r.max_new_tokens,
+                                   key=job.key)
             else:
+                r.key = job.key
                 result = self.pipe.run(r)
         except Exception as e:  # noqa: BLE001 - any failure goes to its request; the worker lives on
             result = e

@@ -1,6 +1,6 @@
 """LoRA training of LISA / LLaVA models through DeepSpeed (``lisa train``).
 
-Python API: ``lisa.train.run(args) -> run_dir`` with an argparse namespace (``lisa.train.args``)
+Python API: ``lisa.train.run(args) -> run_dir`` with ``TrainOptions`` (``lisa.train.args.options``)
 or a dict of flag names, e.g. ``run({"version": "ckpt", "dataset_dir": "data", "epochs": 1})``.
 """
 

@@ -1,4 +1,5 @@
-"""``lisa train`` flags: the original ``train_ds.py`` names and defaults, plus what this project adds.
+"""``lisa train`` flags: the original ``train_ds.py`` names and defaults, plus what this project adds,
+parsed into :class:`~lisa.train.options.TrainOptions` (which holds the defaults).
 
 Store-true flags that the original could not turn off (``--train_mask_decoder``,
 ``--gradient_checkpointing``, ``--use_mm_start_end``, ``--auto_resume``) keep their default True and
@@ -8,10 +9,11 @@ get a ``--no_*`` counterpart.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from ..conversation import TEMPLATES
+from ..precision import PRECISIONS
+from .options import TrainOptions
 
 # LLaVA-1.5's task-LoRA recipe (finetune_task_lora.sh): r 128, alpha 256, every linear layer of the
 # LLM, the projector trained with its own learning rate, lm_head / embeddings left frozen; cosine
@@ -27,11 +29,11 @@ LORA_PRESETS = {
                     batch_size=16, grad_accumulation_steps=1),
 }
 
-ORIGINAL_DEFAULT_RATES = "9,3,3,1"
+DEFAULTS = TrainOptions()
 
 
-def _bool_pair(ap: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
-    ap.add_argument(f"--{name}", dest=name, action="store_true", default=default, help=help)
+def _bool_pair(ap: argparse.ArgumentParser, name: str, help: str) -> None:
+    ap.add_argument(f"--{name}", dest=name, action="store_true", help=help)
     ap.add_argument(f"--no_{name}", dest=name, action="store_false", help=f"turn --{name} off")
 
 
@@ -39,102 +41,103 @@ def build_parser(prog: str = "lisa train") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description="Train LISA (or plain LLaVA) with LoRA through DeepSpeed.")
     a = ap.add_argument
     # ---- as in train_ds.py ---------------------------------------------------------------------
-    a("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
+    a("--local_rank", "--local-rank", dest="local_rank", type=int,
       help="set by the deepspeed launcher (otherwise from LOCAL_RANK)")
-    a("--version", default="liuhaotian/llava-llama-2-13b-chat-lightning-preview",
+    a("--version",
       help="base LLaVA or LISA checkpoint to fine-tune: a folder or a Hub id (owner/name[@revision])")
-    a("--vis_save_path", default="./vis_output", help="accepted for compatibility; unused")
-    a("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
-    a("--image_size", type=int, default=1024, help="SAM input size (the model's SAM decides)")
-    a("--model_max_length", type=int, default=512)
-    a("--lora_r", type=int, default=8, help="LoRA rank; 0 trains without LoRA (see --train_modules)")
-    a("--vision-tower", "--vision_tower", dest="vision_tower", default=None,
+    a("--vis_save_path", help="accepted for compatibility; unused")
+    a("--precision", choices=PRECISIONS)
+    a("--image_size", type=int, help="SAM input size (the model's SAM decides)")
+    a("--model_max_length", type=int)
+    a("--lora_r", type=int, help="LoRA rank; 0 trains without LoRA (see --train_modules)")
+    a("--vision-tower", "--vision_tower", dest="vision_tower",
       help="local CLIP folder (default: the one the model config names)")
     a("--load_in_8bit", action="store_true", help="accepted for compatibility; unused")
     a("--load_in_4bit", action="store_true", help="accepted for compatibility; unused")
-    a("--dataset", default="sem_seg||refer_seg||vqa||reason_seg")
-    a("--sample_rates", default=ORIGINAL_DEFAULT_RATES)
-    a("--sem_seg_data", default="ade20k||cocostuff||pascal_part||paco_lvis||mapillary")
-    a("--refer_seg_data", default="refclef||refcoco||refcoco+||refcocog")
-    a("--vqa_data", default="llava_instruct_150k")
-    a("--reason_seg_data", default="ReasonSeg|train")
-    a("--val_dataset", default="ReasonSeg|val", help="one set, or several joined by '||'")
-    a("--dataset_dir", default="./dataset")
-    a("--log_base_dir", default="./runs")
-    a("--exp_name", default="lisa")
-    a("--epochs", type=int, default=10)
-    a("--steps_per_epoch", type=int, default=500)
-    a("--batch_size", type=int, default=2, help="per device and micro-step")
-    a("--grad_accumulation_steps", type=int, default=10)
-    a("--val_batch_size", type=int, default=1)
-    a("--workers", type=int, default=4)
-    a("--lr", type=float, default=0.0003)
-    a("--ce_loss_weight", type=float, default=1.0)
-    a("--dice_loss_weight", type=float, default=0.5)
-    a("--bce_loss_weight", type=float, default=2.0)
-    a("--lora_alpha", type=int, default=16)
-    a("--lora_dropout", type=float, default=0.05)
-    a("--lora_target_modules", default="q_proj,v_proj")
-    a("--explanatory", type=float, default=0.1)
-    a("--beta1", type=float, default=0.9)
-    a("--beta2", type=float, default=0.95)
-    a("--num_classes_per_sample", type=int, default=3)
+    a("--dataset")
+    a("--sample_rates")
+    a("--sem_seg_data")
+    a("--refer_seg_data")
+    a("--vqa_data")
+    a("--reason_seg_data")
+    a("--val_dataset", help="one set, or several joined by '||'")
+    a("--dataset_dir")
+    a("--log_base_dir")
+    a("--exp_name")
+    a("--epochs", type=int)
+    a("--steps_per_epoch", type=int)
+    a("--batch_size", type=int, help="per device and micro-step")
+    a("--grad_accumulation_steps", type=int)
+    a("--val_batch_size", type=int)
+    a("--workers", type=int)
+    a("--lr", type=float)
+    a("--ce_loss_weight", type=float)
+    a("--dice_loss_weight", type=float)
+    a("--bce_loss_weight", type=float)
+    a("--lora_alpha", type=int)
+    a("--lora_dropout", type=float)
+    a("--lora_target_modules")
+    a("--explanatory", type=float)
+    a("--beta1", type=float)
+    a("--beta2", type=float)
+    a("--num_classes_per_sample", type=int)
     a("--exclude_val", action="store_true", help="accepted for compatibility; no-op as in the original")
     a("--no_eval", action="store_true")
     a("--eval_only", action="store_true")
-    a("--vision_pretrained", default="PATH_TO_SAM_ViT-H",
+    a("--vision_pretrained",
       help="official SAM .pth, a file or owner/name[@revision]/file on the Hub (needed when --version is a "
       "base LLaVA model)")
-    a("--out_dim", type=int, default=256)
-    a("--resume", default="", help="DeepSpeed checkpoint folder (ckpt_model or one of its global_step* tags)")
-    a("--print_freq", type=int, default=1)
-    a("--start_epoch", type=int, default=0, help="accepted for compatibility; resume decides")
-    _bool_pair(ap, "gradient_checkpointing", True, "recompute LLM activations in backward (default on)")
-    _bool_pair(ap, "train_mask_decoder", True, "train SAM's mask decoder (default on)")
-    _bool_pair(ap, "use_mm_start_end", True, "wrap <image> in <im_start>/<im_end> (default on)")
-    _bool_pair(ap, "auto_resume", True, "continue from runs/<exp>/ckpt_model when it exists (default on)")
-    a("--conv_type", default="llava_v1", choices=sorted(TEMPLATES), help="prompt template (LISA: llava_v1)")
+    a("--out_dim", type=int)
+    a("--resume", help="DeepSpeed checkpoint folder (ckpt_model or one of its global_step* tags)")
+    a("--print_freq", type=int)
+    a("--start_epoch", type=int, help="accepted for compatibility; resume decides")
+    _bool_pair(ap, "gradient_checkpointing", "recompute LLM activations in backward (default on)")
+    _bool_pair(ap, "train_mask_decoder", "train SAM's mask decoder (default on)")
+    _bool_pair(ap, "use_mm_start_end", "wrap <image> in <im_start>/<im_end> (default on)")
+    _bool_pair(ap, "auto_resume", "continue from runs/<exp>/ckpt_model when it exists (default on)")
+    a("--conv_type", choices=sorted(TEMPLATES), help="prompt template (LISA: llava_v1)")
     # ---- added by this project -----------------------------------------------------------------
-    a("--seed", type=int, default=0)
-    a("--sam_config", default=None, help="SamConfig JSON for a SAM other than ViT-H")
-    a("--deepspeed_config", "--deepspeed-config", dest="deepspeed_config", default=None,
+    a("--seed", type=int)
+    a("--sam_config", help="SamConfig JSON for a SAM other than ViT-H")
+    a("--deepspeed_config", "--deepspeed-config", dest="deepspeed_config",
       help="DeepSpeed JSON replacing the built-in ZeRO-2 config (e.g. ZeRO-3, offload)")
     a("--deepspeed", action="store_true", help="accepted (set by some launch scripts); DeepSpeed is always used")
-    a("--save_steps", type=int, default=0, help="also save a checkpoint every N optimizer steps")
-    a("--warmup_steps", type=int, default=100, help="linear warm-up steps of WarmupDecayLR")
-    a("--weight_decay", type=float, default=0.0)
-    a("--max_bad_steps", type=int, default=10,
+    a("--save_steps", type=int, help="also save a checkpoint every N optimizer steps")
+    a("--warmup_steps", type=int, help="linear warm-up steps of WarmupDecayLR")
+    a("--weight_decay", type=float)
+    a("--max_bad_steps", type=int,
       help="stop after this many optimizer steps in a row with a non-finite loss")
     a("--no_seg", action="store_true", help="plain LLaVA fine-tuning: no [SEG], no SAM, text loss only")
-    a("--image_folder", default=None, help="image folder of --vqa_data (default <dataset_dir>/coco/train2017)")
-    a("--lora_preset", default=None, choices=sorted(LORA_PRESETS),
+    a("--image_folder", help="image folder of --vqa_data (default <dataset_dir>/coco/train2017)")
+    a("--lora_preset", choices=sorted(LORA_PRESETS),
       help="llava15: LLaVA-1.5 task LoRA (r 128, alpha 256, all LLM linears, projector lr 2e-5)")
-    a("--mm_projector_lr", type=float, default=None, help="train the projector with this learning rate")
-    _bool_pair(ap, "train_embeddings", True, "train the full lm_head and embed_tokens (default on, as LISA)")
-    a("--train_modules", default="", help="comma-separated parameter-name prefixes (e.g. "
+    a("--mm_projector_lr", type=float, help="train the projector with this learning rate")
+    _bool_pair(ap, "train_embeddings", "train the full lm_head and embed_tokens (default on, as LISA)")
+    a("--train_modules", help="comma-separated parameter-name prefixes (e.g. "
       "sam.vision_encoder,llm.model.layers,vision_tower) also trained in full")
-    a("--lr_scales", default="", help="per-module learning rates as comma-separated PREFIX=FACTOR pairs "
+    a("--lr_scales", help="per-module learning rates as comma-separated PREFIX=FACTOR pairs "
       "(e.g. sam.vision_encoder=0.1): parameters whose name starts with PREFIX train at FACTOR x --lr")
     a("--strict_data", action="store_true", help="stop at the first unusable sample instead of skipping it")
     a("--wandb", action="store_true", help="also log to Weights & Biases (needs the wandb package)")
-    a("--max_steps", type=int, default=0, help="stop after this many optimizer steps in total (0: all epochs)")
-    a("--protocol", default="teacher", choices=["teacher", "generate"], help="validation protocol")
+    a("--max_steps", type=int, help="stop after this many optimizer steps in total (0: all epochs)")
+    a("--protocol", choices=["teacher", "generate"], help="validation protocol")
     a("--all_queries", action="store_true", help="validate on every query text of an image")
-    a("--save_masks", default=None, help="with --eval_only: write predicted masks to this folder")
-    a("--max_new_tokens", type=int, default=32, help="answer length for --protocol generate")
-    a("--tag", default=None, help="checkpoint tag to resume / evaluate (default: the newest complete one)")
-    a("--lr_scheduler", default="warmup_decay", choices=["warmup_decay", "cosine"],
+    a("--save_masks", help="with --eval_only: write predicted masks to this folder")
+    a("--max_new_tokens", type=int, help="answer length for --protocol generate")
+    a("--tag", help="checkpoint tag to resume / evaluate (default: the newest complete one)")
+    a("--lr_scheduler", choices=["warmup_decay", "cosine"],
       help="warmup_decay: linear warm-up and decay (LISA); cosine: linear warm-up, cosine decay to 0 (LLaVA)")
-    a("--warmup_ratio", type=float, default=None, help="warm-up as a fraction of all steps (replaces --warmup_steps)")
-    _bool_pair(ap, "epoch_over_data", False, "one shuffled pass over the records per epoch, no replacement "
+    a("--warmup_ratio", type=float, help="warm-up as a fraction of all steps (replaces --warmup_steps)")
+    _bool_pair(ap, "epoch_over_data", "one shuffled pass over the records per epoch, no replacement "
                "(LLaVA); --steps_per_epoch then defaults to one pass")
-    _bool_pair(ap, "group_by_modality_length", False, "with --epoch_over_data: batches of one modality "
+    _bool_pair(ap, "group_by_modality_length", "with --epoch_over_data: batches of one modality "
                "(image or text only) and similar length (LLaVA's option)")
-    a("--image_aspect_ratio", default="square", choices=["square", "pad"],
+    a("--image_aspect_ratio", choices=["square", "pad"],
       help="pad: centre the image on a square of the processor's mean colour first (LLaVA-1.5); "
       "square: the processor's resize and centre crop (LISA)")
-    a("--bits", type=int, default=16, choices=[4, 8, 16],
+    a("--bits", type=int, choices=[4, 8, 16],
       help="4: QLoRA (the LLM's linear layers in bitsandbytes nf4, LoRA on top); 8: int8; 16: as --precision")
+    ap.set_defaults(**{name: getattr(DEFAULTS, name) for name in TrainOptions.flag_names()})
     return ap
 
 
@@ -142,8 +145,15 @@ def _explicit(argv: list[str], name: str) -> bool:
     return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv)
 
 
-def resolve(args: argparse.Namespace, argv: list[str] | None = None) -> argparse.Namespace:
+def from_namespace(ns: argparse.Namespace) -> TrainOptions:
+    values = vars(ns)
+    return TrainOptions(**{name: values[name] for name in TrainOptions.flag_names()})
+
+
+def resolve(args: TrainOptions | argparse.Namespace, argv: list[str] | None = None) -> TrainOptions:
     """Apply the LoRA preset (explicit flags win), derive rank/world, check values."""
+    if isinstance(args, argparse.Namespace):
+        args = from_namespace(args)
     argv = list(argv or [])
     if args.lora_preset:
         for key, value in LORA_PRESETS[args.lora_preset].items():
@@ -196,7 +206,7 @@ def parse_lr_scales(text: str) -> list[tuple[str, float]]:
     return out
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> TrainOptions:
     argv = list(argv or [])
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -206,16 +216,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(str(e))
 
 
-def namespace(**overrides) -> argparse.Namespace:
-    """Defaults of every flag with ``overrides`` applied (the Python API's way to build args)."""
-    unknown = set(overrides) - set(vars(build_parser().parse_args([])))
+def options(**overrides) -> TrainOptions:
+    """Defaults of every flag with ``overrides`` applied (the Python API's way to build options)."""
+    unknown = set(overrides) - set(TrainOptions.flag_names())
     if unknown:
         raise TypeError(f"unknown training options: {sorted(unknown)}")
-    args = build_parser().parse_args([])
-    for k, v in overrides.items():
-        setattr(args, k, v)
-    return resolve(args, [f"--{k}" for k in overrides])
+    return resolve(TrainOptions(**overrides), [f"--{k}" for k in overrides])
 
 
-def to_json(args: argparse.Namespace) -> str:
-    return json.dumps(vars(args), indent=2, sort_keys=True, default=str)
+namespace = options  # the name this function had when the options were an argparse namespace
+
+
+def to_json(args: TrainOptions) -> str:
+    return args.to_json()
+
+
+__all__ = ["TrainOptions", "build_parser", "options", "parse_args", "parse_lr_scales", "resolve"]

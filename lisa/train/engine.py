@@ -31,8 +31,10 @@ def warmup_steps(args) -> int:
 
 
 def default_config(args) -> dict:
-    """reference 3.4, with the schedule's warm-up length a flag (default 100 as the original); no
-    "scheduler" entry for ``--lr_scheduler cosine`` (a client scheduler, see :func:`create_engine`)."""
+    """The DeepSpeed config the original ``train_ds.py`` builds in code (ZeRO-2, AdamW, WarmupDecayLR,
+    fp16/bf16 from ``--precision``, gradient clipping 1.0), with the schedule's warm-up length a flag
+    (default 100 as the original); no "scheduler" entry for ``--lr_scheduler cosine`` (a client
+    scheduler, see :func:`create_engine`)."""
     total = total_steps(args)
     config = {
         "train_micro_batch_size_per_gpu": args.batch_size,

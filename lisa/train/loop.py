@@ -28,6 +28,7 @@ from .. import dist
 from ..checkpoint import run_folder
 from ..constants import IGNORE_INDEX
 from ..data.problems import DataError
+from ..model.batch import Batch
 from . import resume
 from .data import epoch_loader
 
@@ -40,17 +41,8 @@ class TrainingError(RuntimeError):
     """A run that cannot go on (diverged, no data, ...); the message says why and what to try."""
 
 
-def batch_to(batch: dict, device, dtype: torch.dtype) -> dict:
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device)
-        elif isinstance(v, list) and v and isinstance(v[0], torch.Tensor):
-            v = [x.to(device) for x in v]
-        out[k] = v
-    for k in ("images", "images_clip"):
-        out[k] = out[k].to(dtype)
-    return out
+def batch_to(batch: Batch, device, dtype: torch.dtype) -> Batch:
+    return batch.to(device, dtype)
 
 
 def zero_loss(module: torch.nn.Module) -> torch.Tensor:
@@ -123,7 +115,7 @@ class Trainer:
             # Every rank uses the same parameters, [SEG] or not: the model's forward runs the [SEG]
             # path on a zero prompt for an image without [SEG] (LisaForSegmentation.forward).
             loss = out["loss"]
-            n = batch["images"].shape[0]
+            n = batch.images.shape[0]
             if torch.isfinite(loss.detach()).all():
                 for i, k in enumerate(LOSS_KEYS):
                     v = out.get(k)

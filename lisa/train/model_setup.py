@@ -1,6 +1,6 @@
 """Model construction for training: load, loss weights, LoRA on the LLM, what is trainable.
 
-As the original (reference 3.2, 3.3, 1.10): LoRA on the LLM linears whose names contain one of
+As the original ``train_ds.py``: LoRA on the LLM linears whose names contain one of
 ``--lora_target_modules`` (never SAM, CLIP, the projector or the [SEG] head, which also have
 ``q_proj``/``v_proj``), the full ``lm_head`` and ``embed_tokens``, SAM's mask decoder and the
 [SEG] head trainable; CLIP, projector and SAM's image/prompt encoders frozen.
@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .options import SAM_PLACEHOLDER, TrainOptions
+
 log = logging.getLogger("lisa.train")
 
 # Module-name prefixes (our LisaForSegmentation) that never get LoRA.
 LORA_EXCLUDED = ("sam.", "vision_tower.", "mm_projector.", "text_hidden_fcs.")
-SAM_PLACEHOLDER = "PATH_TO_SAM_ViT-H"
 
 
 @dataclass
@@ -146,10 +147,11 @@ def quantize_for_training(model, bits: int) -> None:
     model.is_loaded_in_4bit, model.is_loaded_in_8bit = bits == 4, bits == 8
 
 
-def build_model(args):
+def build_model(args: TrainOptions):
     """(model, tokenizer, lora settings) ready to be handed to DeepSpeed."""
     from ..checkpoint.hub import resolve_model
     from ..checkpoint.loader import load_pretrained, read_config
+    from .conversion import load_as_lisa
 
     folder = resolve_model(args.version)  # a folder, or a Hub id (owner/name[@revision])
     if not folder.is_dir():
@@ -158,19 +160,20 @@ def build_model(args):
     if args.no_seg and base_cfg.has_seg_head:
         raise ValueError(f"--no_seg: {args.version} is a LISA checkpoint; plain LLaVA fine-tuning needs a LLaVA model")
     torch.manual_seed(args.seed)
-    model, tokenizer = load_pretrained(
-        folder, vision_tower=args.vision_tower, sam_config_file=args.sam_config,
-        sam_checkpoint=_sam_checkpoint(args, base_cfg.has_seg_head),
-        # in the training dtype (as the original's torch_dtype): half the host memory per process for
-        # bf16; DeepSpeed keeps fp32 master copies of the trainable parameters
-        precision=args.precision,
-        model_max_length=args.model_max_length, as_lisa=not args.no_seg,
-        use_mm_start_end=args.use_mm_start_end, progress=True)
+    # in the training dtype (as the original's torch_dtype): half the host memory per process for
+    # bf16; DeepSpeed keeps fp32 master copies of the trainable parameters
+    common = dict(vision_tower=args.vision_tower, sam_config_file=args.sam_config, precision=args.precision,
+                  model_max_length=args.model_max_length, progress=True)
+    if args.no_seg:
+        model, tokenizer = load_pretrained(folder, **common)
+    else:
+        model, tokenizer = load_as_lisa(folder, sam_checkpoint=_sam_checkpoint(args, base_cfg.has_seg_head),
+                                        use_mm_start_end=args.use_mm_start_end, **common)
     cfg = model.config
-    # as_lisa resized the embeddings for [SEG] etc.; keep the config that export writes in step
+    # load_as_lisa resized the embeddings for [SEG] etc.; keep the config that export writes in step
     cfg.llm["vocab_size"] = int(model.llm.get_input_embeddings().weight.shape[0])
     # Set from the flags whatever the checkpoint is: the original only did so for base LLaVA
-    # configs and crashed when fine-tuning a LISA checkpoint (user-pain 3.2, #85).
+    # configs and crashed when fine-tuning a LISA checkpoint (its config has no loss weights).
     cfg.ce_loss_weight = float(args.ce_loss_weight)
     cfg.dice_loss_weight = float(args.dice_loss_weight)
     cfg.bce_loss_weight = float(args.bce_loss_weight)
@@ -190,5 +193,5 @@ def build_model(args):
     settings = LoraSettings(args.lora_r, args.lora_alpha, args.lora_dropout, list(args.lora_targets))
     lora = apply_lora(model, settings) if args.lora_r > 0 else settings
     set_trainable(model, train_mask_decoder=args.train_mask_decoder, train_embeddings=args.train_embeddings,
-                  train_projector=args.mm_projector_lr is not None, extra=getattr(args, "train_prefixes", ()))
+                  train_projector=args.mm_projector_lr is not None, extra=args.train_prefixes)
     return model, tokenizer, lora

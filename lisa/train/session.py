@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from argparse import Namespace
 from pathlib import Path
 
 import torch
@@ -13,12 +12,13 @@ import torch
 from .. import dist
 from ..checkpoint import run_folder
 from ..checkpoint.run_folder import atomic_write
+from ..precision import to_dtype
 from . import resume
-from .args import namespace, to_json
+from .args import options
+from .options import TrainOptions
 
 log = logging.getLogger("lisa.train")
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def seed_everything(seed: int) -> None:
@@ -46,7 +46,7 @@ def write_run_files(run_dir: Path, args, model, tokenizer, lora, ds_config) -> N
     import deepspeed
     import transformers
 
-    resolved = json.loads(to_json(args))
+    resolved = json.loads(args.to_json())
     resolved["deepspeed_config"] = ds_config
     resolved["world_size"] = dist.world_size()
     resolved["versions"] = {"torch": torch.__version__, "deepspeed": deepspeed.__version__,
@@ -90,14 +90,15 @@ def eval_only(args, run_dir: Path) -> Path:
     return run_dir
 
 
-def run(args: Namespace | dict, *, on_step=None) -> Path:
+def run(args: TrainOptions | dict, *, on_step=None) -> Path:
     """Train (or evaluate with ``eval_only``) as ``lisa train`` does; returns the run folder.
 
-    ``args``: the parsed flags, or a dict of flag names to values (defaults for the rest).
+    ``args``: the options (``lisa.train.args.parse_args`` / ``options``), or a dict of flag names to
+    values (defaults for the rest).
     ``on_step``: optional callable(trainer) after every optimizer step (tests, demos).
     """
     if isinstance(args, dict):
-        args = namespace(**args)
+        args = options(**args)
     run_dir = Path(args.log_base_dir) / args.exp_name
     dist.init_deepspeed_distributed(args.local_rank)
     _setup_logging()
@@ -155,8 +156,8 @@ def run(args: Namespace | dict, *, on_step=None) -> Path:
         state.update(resume.load(engine, *where))
         log.info("resumed from %s at step %d", where[0] / where[1], state["global_step"])
 
-    writer = ScalarWriter(run_dir, args.wandb, vars(args), args.exp_name) if dist.is_main() else None
-    trainer = Trainer(engine, args, run_dir, dataset, collate_fn, DTYPES[args.precision], state, writer,
+    writer = ScalarWriter(run_dir, args.wandb, args.to_dict(), args.exp_name) if dist.is_main() else None
+    trainer = Trainer(engine, args, run_dir, dataset, collate_fn, to_dtype(args.precision), state, writer,
                       _validate_fn(args, engine.module, tokenizer, val_sets, run_dir) if val_sets else None,
                       on_step)
     spe = args.steps_per_epoch

@@ -124,7 +124,7 @@ class SegmentApp:
         if key != state.get("key"):
             history = []
         try:
-            result = self.pipe(arr, prompt, history=history or None, max_new_tokens=self.max_new_tokens)
+            result = self.pipe(arr, prompt, history=history or None, max_new_tokens=self.max_new_tokens, key=key)
         except ValueError as e:
             return refuse(str(e))
         except Exception:  # noqa: BLE001 - logged; the page shows a short message, not a traceback
