@@ -26,6 +26,7 @@ from lisa.model.generation import build_prefix, generate, image_prefix_length, u
 from lisa.model.lisa import LisaForSegmentation
 from lisa.model.sam import sam_config
 from lisa.model.splice import splice_image_features
+from lisa.precision import to_dtype
 from lisa.preprocess import clip_preprocess, postprocess_masks, sam_preprocess
 
 PRESETS = {
@@ -162,7 +163,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    dtype = to_dtype(args.precision)
     torch.manual_seed(0)
     model = build(args.preset, dtype, args.device)
     if not args.row_major:

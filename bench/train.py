@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     from lisa.checkpoint.run_folder import TRAIN_LOG
     from lisa.checkpoint.tiny import TINY_TEXTS
     from lisa.demo.shapes import write_dataset
+    from lisa.precision import default_precision, to_dtype
     from lisa.tokenization import add_lisa_tokens, train_llama_style_tokenizer
     from lisa.train.args import namespace
     from lisa.train.data import build_dataset, make_collate
@@ -82,8 +83,8 @@ def main(argv=None) -> int:
     from lisa.train.loop import Trainer
     from lisa.train.model_setup import LoraSettings, apply_lora, count_parameters, enable_checkpointing, set_trainable
 
-    precision = a.precision or ("bf16" if torch.cuda.is_available() else "fp32")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    precision = a.precision or default_precision()
+    dtype = to_dtype(precision)
     tmp = Path(tempfile.mkdtemp(prefix="lisa_bench_train_"))
     write_dataset(tmp / "data", n_train=a.images, n_val=0, seed=0, progress=False)
     tok = train_llama_style_tokenizer(TINY_TEXTS, 400, tmp / "tok")
