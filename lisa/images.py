@@ -1,39 +1,100 @@
-"""Reading user images safely: clear errors for missing, corrupt or oversized files."""
+"""Reading images, the one way every command and the data layer do it.
+
+:func:`open_image` reads only the header (PIL decodes lazily), so the pixel count is checked before
+any pixel is decoded; :func:`to_rgb_array` then decodes: the EXIF orientation is applied (masks lie
+on what the user sees), 16-bit images are scaled to 8 bits (``convert("RGB")`` would clip them to
+white), grayscale, palette and RGBA become RGB. :func:`read_rgb` does both for a path, bytes or a
+file object. JPEG and PNG pixels equal OpenCV's ``imread`` (the original data loaders' decoder).
+"""
 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 64_000_000
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 class ImageError(ValueError):
-    pass
+    """An image that cannot be used; the message names the file."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than the limit (checked from the header, before decoding)."""
+
+
+def _name(source) -> str:
+    return str(source) if isinstance(source, (str, Path)) else "<uploaded image>"
+
+
+def open_image(source, max_pixels: int | None = MAX_PIXELS, name: str | None = None) -> Image.Image:
+    """A lazily decoded PIL image whose size is within ``max_pixels`` (None: PIL's own bomb limit).
+    ``source``: a path, bytes or a binary file object. The caller closes it (``with``)."""
+    name = name or _name(source)
+    if isinstance(source, (str, Path)):
+        if not Path(source).is_file():
+            raise ImageError(f"File not found in {source}")
+        fp = source
+    else:
+        fp = io.BytesIO(bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else source.read())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLarge(f"{name}: image too large to decode ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{name}: cannot decode the image ({e})") from None
+    w, h = img.size
+    if max_pixels is not None and w * h > max_pixels:
+        img.close()
+        raise ImageTooLarge(f"{name}: image has {w}x{h} = {w * h} pixels, more than the limit of {max_pixels}")
+    if w == 0 or h == 0:
+        img.close()
+        raise ImageError(f"{name}: empty ({w}x{h}) image")
+    return img
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1 = upright; 5..8 swap width and height), 1 when absent or unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # PIL warns about odd EXIF blocks; they are skipped
+            value = img.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is ignored, as viewers do
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def to_rgb_array(img: Image.Image, name: str = "<image>") -> np.ndarray:
+    """Decode ``img`` to an HxWx3 uint8 RGB array, upright as its EXIF orientation says."""
+    try:
+        # exif_transpose copies an upright image too; skip it then (one decoded copy fewer)
+        upright = ImageOps.exif_transpose(img) if exif_orientation(img) != 1 else img
+        if upright.mode in _SIXTEEN_BIT:
+            wide = np.asarray(upright)
+            if wide.dtype.itemsize != 2:  # mode "I" (32-bit): its 16-bit range
+                wide = np.clip(wide, 0, 65535)
+            gray = (wide >> 8).astype(np.uint8)  # the high byte, as OpenCV reduces 16-bit images
+            return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+        return np.asarray(upright if upright.mode == "RGB" else upright.convert("RGB"))
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a broken file; all name the file here
+        raise ImageError(f"{name}: cannot decode the image ({e})") from None
+
+
+def read_rgb(source, max_pixels: int | None = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """A path, bytes or file object -> HxWx3 uint8 RGB array (see the module docstring)."""
+    name = name or _name(source)
+    with open_image(source, max_pixels, name) as img:
+        return to_rgb_array(img, name)
 
 
 def load_image(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """A path, bytes or file object -> RGB PIL image (grayscale and RGBA converted)."""
-    name = str(source) if isinstance(source, (str, Path)) else "<uploaded image>"
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError(f"File not found in {path}")
-        opener = lambda: Image.open(path)  # noqa: E731
-    else:
-        data = source if isinstance(source, (bytes, bytearray)) else source.read()
-        opener = lambda: Image.open(io.BytesIO(data))  # noqa: E731
-    try:
-        with Image.open(path) if isinstance(source, (str, Path)) else opener() as img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(f"{name}: image has {w}x{h} = {w * h} pixels, more than the limit of {max_pixels}")
-            if w == 0 or h == 0:
-                raise ImageError(f"{name}: empty image")
-            return img.convert("RGB")
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{name}: cannot decode the image ({e})") from e
+    """A path, bytes or file object -> RGB PIL image (as :func:`read_rgb`)."""
+    return Image.fromarray(read_rgb(source, max_pixels))

@@ -2,10 +2,13 @@
 
 Each step reproduces the original pipeline:
 - CLIP: shortest side to ``size`` (PIL bicubic, long side truncated), centre crop, 1/255, CLIP mean/std.
+  An image so elongated that the resized long side would pass ``MAX_RESIZED_SIDE`` is resampled
+  straight into the crop (values within 1/255 of the full resize, without its width x 224 buffer).
 - SigLIP towers: the whole image to ``size`` x ``size`` (PIL bicubic), 1/255, mean = std = 0.5.
 - LLaVA-1.5's ``image_aspect_ratio "pad"``: the image first centred on a square of the tower's
   mean colour (so nothing is cropped away), then the tower's processor.
-- SAM: longest side to ``size`` (PIL bilinear, round half up), SAM mean/std on 0..255, zero pad right/bottom.
+- SAM: longest side to ``size`` (PIL bilinear, round half up, at least 1 pixel), SAM mean/std on
+  0..255, zero pad right/bottom.
 - masks: bilinear to the padded square, crop to the resized size, bilinear to the original size.
 """
 
@@ -20,9 +23,12 @@ from PIL import Image
 
 from .constants import CLIP_MEAN, CLIP_STD, SAM_MEAN, SAM_STD, SIGLIP_MEAN, SIGLIP_STD
 
+MAX_RESIZED_SIDE = 8192
+
 
 def as_rgb_array(image) -> np.ndarray:
-    """Accept a PIL image or an HxWx3 / HxW uint8 array; return an HxWx3 uint8 RGB array."""
+    """Accept a PIL image or an HxWx3 / HxW uint8 array; return an HxWx3 uint8 RGB array.
+    (The pipeline reads PIL images with :func:`lisa.images.to_rgb_array`: upright, 16-bit scaled.)"""
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     arr = np.asarray(image)
@@ -44,10 +50,17 @@ def clip_preprocess(image: np.ndarray, size: int = 224, crop_size: int | None = 
     short, long = (h, w) if h <= w else (w, h)
     new_short, new_long = size, int(size * long / short)
     new_h, new_w = (new_short, new_long) if h <= w else (new_long, new_short)
-    pil = Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC)
-    arr = np.asarray(pil)
     top = (new_h - crop) // 2
     left = (new_w - crop) // 2
+    if new_long > MAX_RESIZED_SIDE and top >= 0 and left >= 0:
+        # only the centre crop is kept: resample that region of the source alone
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+        arr = np.asarray(Image.fromarray(image).resize((crop, crop), Image.BICUBIC, box=box))
+        new_h = new_w = crop
+        top = left = 0
+    else:
+        arr = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC))
     if top < 0 or left < 0:  # image smaller than the crop after resizing: pad like HF does
         padded = np.zeros((max(new_h, crop), max(new_w, crop), 3), dtype=arr.dtype)
         ph, pw = (padded.shape[0] - new_h) // 2, (padded.shape[1] - new_w) // 2
@@ -107,7 +120,8 @@ class VisionInput:
 
 def sam_resize_shape(h: int, w: int, long_side: int = 1024) -> tuple[int, int]:
     scale = long_side * 1.0 / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    # a 3000x1 image would round its short side to 0 pixels: keep at least one
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 @dataclass

@@ -6,10 +6,10 @@ import json
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
+from .. import images
 from .problems import DataError, SampleProblem
 
 
@@ -21,13 +21,14 @@ def require_file(path: str | os.PathLike) -> str:
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """HxWx3 uint8 RGB, decoded by OpenCV like the original (grayscale files become RGB)."""
+    """HxWx3 uint8 RGB as every command reads images (:func:`lisa.images.read_rgb`: upright by its
+    EXIF orientation, 16-bit scaled, grayscale as RGB; the pixels of OpenCV's ``imread``, which the
+    original used)."""
     path = require_file(path)
-    data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise SampleProblem("unreadable", path, "cannot decode the image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:
+        return images.read_rgb(path, max_pixels=None)
+    except images.ImageError as e:
+        raise SampleProblem("unreadable", path, f"cannot decode the image ({e})") from None
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -36,6 +37,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
+            if images.exif_orientation(im) in (5, 6, 7, 8):  # read_rgb turns it a quarter
+                w, h = h, w
     except Exception as e:  # PIL raises several unrelated types for broken files
         raise SampleProblem("unreadable", path, f"cannot read the image header ({e})") from None
     return h, w
