@@ -15,6 +15,11 @@ tokenizer's BPE model (verified against ids recorded with 4.31, see ``tests/fixt
    So ``"It is [SEG]."`` -> ``▁It ▁is [SEG] ▁.`` (the ``"."`` chunk gets its own ``"▁"``; with a vocab
    that lacks ``"▁."`` this is ``"▁" "."``), and ``"<im_end>\\nCan"`` -> ``<im_end> ▁Can``.
 4. ``<s>`` is prepended when ``add_bos`` (``tokenizer(text).input_ids``).
+
+Text typed by a user must never become one of those control tokens (a typed ``[SEG]`` would ask
+for a mask, a typed ``</s>`` would end the turn): :func:`escape_special_text` marks every spelling
+of a control token in it with :data:`ESCAPE_MARK`, so rule 1 does not split there, and the mark is
+dropped when the chunk is encoded: ``"[SEG]"`` then tokenizes as the ordinary characters it is.
 """
 
 from __future__ import annotations
@@ -23,9 +28,15 @@ import json
 import re
 from pathlib import Path
 
-from .constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SEG_TOKEN
+from .constants import IM_END_TOKEN, IM_START_TOKEN, IMAGE_PATCH_TOKEN, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SEG_TOKEN
 
 SPIECE_UNDERLINE = "\u2581"
+# A Unicode noncharacter (reserved for a program's internal use, never in real text): placed inside
+# a control-token spelling by escape_special_text and removed before a chunk is encoded.
+ESCAPE_MARK = "\ufdd0"
+# Placeholders a prompt builder places itself, escaped in user text even where the tokenizer does
+# not have them as tokens (``<image>`` is replaced by image features, never tokenized).
+PROMPT_PLACEHOLDERS = (IMAGE_TOKEN, IMAGE_PATCH_TOKEN, IM_START_TOKEN, IM_END_TOKEN, SEG_TOKEN)
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
@@ -113,6 +124,11 @@ class _Rules:
         self.flags = flags
         ordered = sorted(flags, key=len, reverse=True)
         self.split_re = re.compile("(" + "|".join(re.escape(t) for t in ordered) + ")") if ordered else None
+        controls = sorted(set(flags) | set(PROMPT_PLACEHOLDERS), key=len, reverse=True)
+        self.control_re = re.compile("|".join(re.escape(t) for t in controls))
+        # the most characters one token stands for: a text of n characters needs >= n / this tokens
+        vocab = backend.get_vocab(with_added_tokens=True)
+        self.longest_token = max([len(t) for t in vocab] + [1])
         self.ids = {t: tokenizer.convert_tokens_to_ids(t) for t in flags}
         self.sentencepiece_like = _is_sentencepiece_like(backend)
         self.backend = backend
@@ -123,7 +139,11 @@ class _Rules:
 
     def encode_chunk(self, text: str) -> list[int]:
         if self.sentencepiece_like:
+            text = text.replace(ESCAPE_MARK, "")  # the BPE model alone never matches an added token
             return [t.id for t in self.model.tokenize(SPIECE_UNDERLINE + text.replace(" ", SPIECE_UNDERLINE))]
+        if ESCAPE_MARK in text:  # the backend would match added tokens again: encode the marked pieces apart
+            return [i for part in text.split(ESCAPE_MARK) if part
+                    for i in self.backend.encode(part, add_special_tokens=False).ids]
         return self.backend.encode(text, add_special_tokens=False).ids
 
 
@@ -173,6 +193,29 @@ def _encode(rules: _Rules, text: str, add_bos: bool) -> list[int]:
         else:
             ids.extend(rules.encode_chunk(part))
     return ids
+
+
+def escape_special_text(tokenizer, text: str) -> str:
+    """``text`` (a user's or a history message) made safe to put into a prompt: every spelling of a
+    control token (the tokenizer's added and special tokens, ``<image>``, ``<im_start>``...) gets an
+    :data:`ESCAPE_MARK` after its first character, so :func:`encode` and :func:`tokenizer_image_token`
+    read it as ordinary text. Marks already in ``text`` are removed first. Only a prompt builder
+    places control tokens."""
+    if not isinstance(text, str):
+        raise TypeError(f"escape_special_text expects a str, got {type(text).__name__}")
+    pattern = _rules(tokenizer).control_re
+    text = text.replace(ESCAPE_MARK, "")
+    # A mark inside one spelling can leave another one that overlapped it whole: repeat until none.
+    while pattern.search(text):
+        text = pattern.sub(lambda m: m.group(0)[0] + ESCAPE_MARK + m.group(0)[1:], text)
+    return text
+
+
+def min_token_count(tokenizer, n_chars: int) -> int:
+    """A lower bound on the tokens of any text of ``n_chars`` characters (no token stands for more
+    characters than the longest one in the vocabulary), so an over-long text can be refused before
+    it is tokenized."""
+    return -(-int(n_chars) // _rules(tokenizer).longest_token)
 
 
 def tokenizer_image_token(prompt: str, tokenizer, image_token_index: int = IMAGE_TOKEN_INDEX) -> list[int]:

@@ -18,6 +18,25 @@ def tiny_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def seg_ckpt(tmp_path_factory):
+    """The tiny checkpoint with its [SEG] output row set to 1.2 x that of "▁W", a word the random model
+    often writes: greedy answers then hold a few generated [SEG]s (typed ones are text), so the
+    commands' mask paths run on real generated masks."""
+    import torch
+
+    from lisa.checkpoint.saver import save_pretrained
+    from lisa.checkpoint.tiny import make_tiny
+
+    out = tmp_path_factory.mktemp("tiny_seg") / "ckpt"
+    model, tok = make_tiny(out, seed=0)
+    head = model.llm.get_output_embeddings().weight
+    with torch.no_grad():
+        head[model.seg_token_id] = 1.2 * head[tok.convert_tokens_to_ids("\u2581W")]
+    save_pretrained(model, tok, out, format="lisa", progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_ckpt):
     from lisa.checkpoint.loader import load_pretrained
 

@@ -10,10 +10,10 @@ from lisa.webui.ui import SegmentApp, render_conversation
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_ckpt):
+def pipe(seg_ckpt):
     from lisa.inference.pipeline import LisaPipeline
 
-    return LisaPipeline.from_pretrained(tiny_ckpt, device="cpu", max_new_tokens=6, progress=False)
+    return LisaPipeline.from_pretrained(seg_ckpt, device="cpu", max_new_tokens=6, progress=False)
 
 
 def test_respond_gives_overlay_mask_files_and_multi_turn(pipe, rgb_image, tmp_path):
@@ -22,15 +22,15 @@ def test_respond_gives_overlay_mask_files_and_multi_turn(pipe, rgb_image, tmp_pa
     overlay, files, answer, convo, timing, status, state = app.respond(rgb_image, prompt, None)
     expected = pipe(rgb_image, prompt)
     assert answer == expected.text and status == ""
-    assert len(files) == len(expected.masks) == 1
+    assert len(files) == len(expected.masks) >= 1  # masks of generated [SEG]s (the typed one is text)
     saved = np.asarray(Image.open(files[0])) > 0
     np.testing.assert_array_equal(saved, expected.masks[0])
     assert overlay.shape == rgb_image.shape
     changed = np.any(overlay != rgb_image, axis=-1)
-    assert changed.any() and not changed[~expected.masks[0]].any()
+    assert changed.any() and not changed[~np.logical_or.reduce(expected.masks)].any()
     np.testing.assert_array_equal(overlay, overlay_all(rgb_image, expected.masks))
     assert "&lt;b&gt;this&lt;/b&gt; &amp; that [SEG] — 日本語" in convo and "<b>this</b>" not in convo
-    assert "total" in timing and "1 mask(s)" in timing
+    assert "total" in timing and f"{len(expected.masks)} mask(s)" in timing
 
     # second turn, same image: history kept, the encoding reused, the first turn's mask not repeated
     overlay2, files2, answer2, convo2, timing2, _, state2 = app.respond(rgb_image, "and now?", state)

@@ -7,7 +7,7 @@ from lisa.inference.pipeline import LisaPipeline
 from lisa.model.generation import generate
 from lisa.model.splice import seg_hidden_positions, splice_image_features
 from lisa.preprocess import as_rgb_array, clip_preprocess
-from lisa.tokenization import tokenizer_image_token
+from lisa.tokenization import ESCAPE_MARK, tokenizer_image_token
 
 
 def _prompt_ids(tok, text="Segment the red circle."):
@@ -88,8 +88,11 @@ def test_multi_turn_prompt_and_empty_prompt(tiny_model, rgb_image):
     model, tok = tiny_model
     pipe = LisaPipeline(model, tok, max_new_tokens=4)
     prompt = pipe.build_prompt("And the square?", history=[("Segment the circle.", "Sure, [SEG].")])
-    assert prompt.endswith("USER: <im_start><image><im_end>\nSegment the circle. ASSISTANT: Sure, [SEG].</s>"
-                           "USER: And the square? ASSISTANT:")
+    assert prompt.replace(ESCAPE_MARK, "").endswith(
+        "USER: <im_start><image><im_end>\nSegment the circle. ASSISTANT: Sure, [SEG].</s>USER: And the square? ASSISTANT:")
+    # the history's [SEG] is text now; the template's own </s> and image tokens are still tokens
+    ids = tokenizer_image_token(prompt, tok)
+    assert model.seg_token_id not in ids and ids.count(tok.eos_token_id) == 1 and ids.count(-200) == 1
     try:
         pipe(rgb_image, "   ")
     except ValueError as e:
@@ -118,7 +121,7 @@ def test_teacher_forced_forward_matches_original_seg_position(tiny_model, rgb_im
     assert torch.equal(got[0], expected)
 
 
-def test_history_masks_are_not_returned_again(tiny_model, rgb_image):
+def test_only_generated_seg_tokens_give_masks(tiny_model, rgb_image):
     model, tok = tiny_model
     pipe = LisaPipeline(model, tok, max_new_tokens=2)
     restore = _force_seg_logits(model, every=1000)  # no generated [SEG]
@@ -128,17 +131,31 @@ def test_history_masks_are_not_returned_again(tiny_model, rgb_image):
         both = pipe(rgb_image, "Now [SEG] and [SEG].", history=[("Segment [SEG] please.", "Sure, [SEG].")])
     finally:
         restore()
-    assert len(typed.masks) == 1  # a [SEG] typed in this turn is answered (teacher forcing)
-    assert later.masks == []
-    assert len(both.masks) == 2
+    # typed and history [SEG]s are text: no mask is decoded for them
+    assert typed.masks == [] and later.masks == [] and both.masks == []
+    restore = _force_seg_logits(model, every=2)
+    try:
+        generated = pipe(rgb_image, "Now [SEG] and [SEG].", history=[("Segment [SEG] please.", "Sure, [SEG].")])
+    finally:
+        restore()
+    assert len(generated.masks) == generated.output_ids.count(model.seg_token_id) == 1
 
 
 def test_prefix_cache_gives_the_same_answers_as_a_full_prefill(tiny_model, rgb_image):
     model, tok = tiny_model
     cached = LisaPipeline(model, tok, max_new_tokens=8)
     uncached = LisaPipeline(model, tok, max_new_tokens=8, cache_size=0)
-    for prompt in ("Segment the red [SEG] circle.", "And the blue one [SEG]?", "Segment the red [SEG] circle."):
-        a, b = cached(rgb_image, prompt), uncached(rgb_image, prompt)
+    for prompt in ("Segment the red circle.", "And the blue one?", "Segment the red circle."):
+        restore = _force_seg_logits(model, every=3)
+        try:
+            a = cached(rgb_image, prompt)
+        finally:
+            restore()
+        restore = _force_seg_logits(model, every=3)
+        try:
+            b = uncached(rgb_image, prompt)
+        finally:
+            restore()
         assert a.output_ids == b.output_ids
         assert len(a.masks) == len(b.masks) >= 1
         for x, y in zip(a.masks, b.masks):

@@ -2,9 +2,9 @@
 
 Server A (roomy queue, small limits) answers the happy paths, the bad inputs and 50 concurrent
 requests; server B (queue of 1, API key) shows 503 + Retry-After and the key check. Both start in
-parallel once per module. The tiny model's answers are random text; prompts that contain ``[SEG]``
-give masks (the pipeline decodes a mask for every [SEG] of the current turn), so mask paths are
-exercised too. Correct answers are the in-process pipeline's answers for the same input.
+parallel once per module. The tiny model's answers are random text; its [SEG] output row is tilted
+so answers hold generated [SEG]s (see ``seg_ckpt``), so mask paths are exercised too (a typed
+``[SEG]`` is only text). Correct answers are the in-process pipeline's answers for the same input.
 """
 
 import base64
@@ -41,9 +41,9 @@ def make_image(seed: int, shape=(48, 72)) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def servers(tiny_ckpt):
+def servers(seg_ckpt):
     env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    common = ["--version", str(tiny_ckpt), "--device", "cpu", "--log_level", "warning"]
+    common = ["--version", str(seg_ckpt), "--device", "cpu", "--log_level", "warning"]
     a = ServerProcess("serve", common + ["--max_new_tokens", str(MAX_NEW), "--max_queue", "64", "--max_batch", "4",
                                          "--max_body_mb", "1", "--max_pixels", "1000000", "--max_prompt_chars", "300"],
                       env=env)
@@ -69,10 +69,10 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_ckpt):
+def pipe(seg_ckpt):
     from lisa.inference.pipeline import LisaPipeline
 
-    return LisaPipeline.from_pretrained(tiny_ckpt, device="cpu", max_new_tokens=MAX_NEW, progress=False)
+    return LisaPipeline.from_pretrained(seg_ckpt, device="cpu", max_new_tokens=MAX_NEW, progress=False)
 
 
 def post_segment(client, img, prompt, **params):
@@ -88,10 +88,10 @@ def assert_error(r, status, code):
     return err["message"]
 
 
-def test_health_model_and_openapi(client, tiny_ckpt):
+def test_health_model_and_openapi(client, seg_ckpt):
     assert client.get("/health").json()["status"] == "ok"
     info = client.get("/v1/model").json()
-    assert info["version"] == str(tiny_ckpt)
+    assert info["version"] == str(seg_ckpt)
     assert info["llm"]["model_type"] == "llama" and info["llm"]["num_hidden_layers"] == 2
     assert info["has_seg_head"] and info["device"] == "cpu" and info["dtype"] == "float32"
     assert info["max_new_tokens"] == MAX_NEW and info["batching"]["max_batch"] == 4
@@ -125,7 +125,7 @@ def test_segment_multipart_matches_the_pipeline(client, pipe):
 
 
 def test_segment_json_with_png_masks_and_unicode(client, pipe):
-    img = make_image(1)
+    img = make_image(3)
     prompt = "Segmente l’objet rouge « ici » [SEG] — 赤い箱 🟥"
     r = client.post("/v1/segment", params={"mask_format": "png"},
                     json={"image": base64.b64encode(png(img)).decode(), "prompt": prompt})

@@ -16,9 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from ..images import ImageError, load_image
+from ..images import ImageError, read_rgb
 from ..inference.flags import add_model_args, load_pipeline
 
 
@@ -31,11 +29,11 @@ def _save(pipe, image, result, image_path: str, vis_save_path: str) -> list[str]
 
     if not result.masks:
         return []
-    return save_masks(np.asarray(image), result.masks, vis_save_path, Path(image_path).name.split(".")[0])
+    return save_masks(image, result.masks, vis_save_path, Path(image_path).name.split(".")[0])
 
 
 def run_one(pipe, image_path: str, prompt: str, vis_save_path: str, as_json: bool, stream: bool = False) -> dict:
-    image = load_image(image_path)
+    image = read_rgb(image_path)
     if stream and not as_json:
         print("text_output: ", end="", flush=True)
         result = pipe(image, prompt, on_text=_printer)
@@ -55,6 +53,8 @@ def run_one(pipe, image_path: str, prompt: str, vis_save_path: str, as_json: boo
             print(f"{f} has been saved.")
         if not result.masks and pipe.segments:  # a plain LLaVA model never makes masks
             print("(no [SEG] in the answer: no mask)")
+        if result.masks_dropped:
+            print(f"({result.masks_dropped} more [SEG] in the answer got no mask: --max_masks {pipe.max_masks})")
     return report
 
 
@@ -69,7 +69,7 @@ def _role_names(pipe) -> tuple[str, str]:
 def converse(pipe, image_path: str, vis_save_path: str, as_json: bool = False) -> int:
     """LLaVA's ``cli.py``: one image, turns until an empty line (or end of input)."""
     try:
-        image = load_image(image_path)
+        image = read_rgb(image_path)
     except ImageError as e:
         print(f"lisa chat: {e}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from .cache import ImageEncoding
 class Answer:
     generated: Generated
     text: str  # the answer without end-of-sequence tokens, stripped
-    mask_logits: torch.Tensor | None  # [k, H, W] at the original image size, one per decoded [SEG]
+    mask_logits: torch.Tensor | None  # [k, H, W] at the original image size, one per decoded [SEG] (bool: binary)
     mask_seconds: float = 0.0
 
 
@@ -39,8 +39,8 @@ def encode(model, clip_pixels: torch.Tensor, sam_pixels: torch.Tensor | None = N
 
 @torch.no_grad()
 def answer(model, tokenizer, prompt_ids: list[int], enc: ImageEncoding, *, max_new_tokens: int,
-           use_prefix: bool = False, skip_segs: int = 0, max_masks: int | None = None, pick=None,
-           on_token=None) -> Answer:
+           use_prefix: bool = False, skip_segs: int = 0, max_masks: int | None = None, binary: bool = False,
+           pick=None, on_token=None) -> Answer:
     """Generate the answer to ``prompt_ids`` (with image tokens) about the image of ``enc`` and decode
     a mask for every ``[SEG]`` after the first ``skip_segs`` (those typed in the prompt or answered in
     earlier turns), at most ``max_masks`` of them. ``use_prefix``: keep the KV cache of the prompt's
@@ -56,15 +56,17 @@ def answer(model, tokenizer, prompt_ids: list[int], enc: ImageEncoding, *, max_n
                    eos_token_id=tokenizer.eos_token_id, prefix=enc.prefix if use_prefix else None,
                    pick=pick, on_token=on_token)
     gen.timings["prefill"] += prefix_seconds
-    logits, mask_seconds = seg_masks(model, gen, enc, skip_segs=skip_segs, max_masks=max_masks)
+    logits, mask_seconds = seg_masks(model, gen, enc, skip_segs=skip_segs, max_masks=max_masks, binary=binary)
     return Answer(gen, answer_text(tokenizer, gen.new_ids), logits, mask_seconds)
 
 
 @torch.no_grad()
-def seg_masks(model, gen: Generated, enc: ImageEncoding, *, skip_segs: int = 0,
-              max_masks: int | None = None) -> tuple[torch.Tensor | None, float]:
+def seg_masks(model, gen: Generated, enc: ImageEncoding, *, skip_segs: int = 0, max_masks: int | None = None,
+              binary: bool = False) -> tuple[torch.Tensor | None, float]:
     """Mask logits [k, H, W] of the generated ``[SEG]``s after the first ``skip_segs`` (None when
-    there are none or the model has no [SEG] head), and the seconds it took."""
+    there are none or the model has no [SEG] head), and the seconds it took. ``binary``: boolean
+    masks instead, each thresholded as soon as it is upsampled (one float mask of the image's size
+    at a time, not k)."""
     t0 = time.perf_counter()
     seg_hidden = gen.seg_hidden[skip_segs:]
     if max_masks is not None:
@@ -72,7 +74,10 @@ def seg_masks(model, gen: Generated, enc: ImageEncoding, *, skip_segs: int = 0,
     logits = None
     if model.config.has_seg_head and seg_hidden.shape[0]:
         emb = model.seg_embeddings(seg_hidden)
-        logits = model.decode_masks(enc.sam_embedding, emb, enc.resize, enc.original_size)
+        if binary:
+            logits = torch.stack(list(model.iter_bool_masks(enc.sam_embedding, emb, enc.resize, enc.original_size)))
+        else:
+            logits = model.decode_masks(enc.sam_embedding, emb, enc.resize, enc.original_size)
     return logits, time.perf_counter() - t0
 
 

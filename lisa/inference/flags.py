@@ -7,6 +7,7 @@ import argparse
 
 from ..conversation import TEMPLATES
 from ..precision import PRECISIONS, default_precision
+from .limits import MAX_MASKS
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
@@ -41,6 +42,8 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
                     "LLaVA models, as LLaVA's cli.py)")
     ap.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None,
                     help="nucleus sampling: sample among the most likely tokens up to this probability")
+    ap.add_argument("--max_masks", type=int, default=MAX_MASKS,
+                    help="masks decoded per answer; further [SEG]s in an answer get none")
 
 
 def load_pipeline(args, merged_loader=None):
@@ -56,7 +59,7 @@ def load_pipeline(args, merged_loader=None):
         sam_config=args.sam_config, load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit,
         conv_type=args.conv_type, max_new_tokens=args.max_new_tokens, model_max_length=args.model_max_length,
         revision=getattr(args, "revision", None), temperature=getattr(args, "temperature", None),
-        top_p=getattr(args, "top_p", None))
+        top_p=getattr(args, "top_p", None), max_masks=getattr(args, "max_masks", MAX_MASKS))
 
 
 def _with_base(args, merged_loader):
@@ -95,4 +98,5 @@ def _with_base(args, merged_loader):
         model.to(dev)
     return LisaPipeline.for_model(model.eval(), tokenizer, conv_type=args.conv_type,
                                   max_new_tokens=args.max_new_tokens, model_max_length=args.model_max_length,
-                                  temperature=getattr(args, "temperature", None), top_p=getattr(args, "top_p", None))
+                                  temperature=getattr(args, "temperature", None), top_p=getattr(args, "top_p", None),
+                                  max_masks=getattr(args, "max_masks", MAX_MASKS))

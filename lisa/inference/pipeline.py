@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
-from ..constants import IMAGE_TOKEN, IMAGE_TOKEN_INDEX, SEG_TOKEN
+from ..constants import IMAGE_TOKEN
 from ..conversation import (
     expand_image_token,
     get_template,
@@ -21,20 +22,20 @@ from ..conversation import (
     model_name_from_path,
     template_for_model_name,
 )
+from ..images import to_rgb_array
 from ..model.generation import use_decoding_layout
 from ..precision import default_precision
 from ..preprocess import as_rgb_array, sam_preprocess
+from ..tokenization import escape_special_text, min_token_count
 from .answer import answer, answer_text, encode, seg_masks
 from .cache import EncodingCache, ImageEncoding, image_key
+from .limits import MAX_MASKS, PromptError, check_text, context_positions, generation_budget
 from .request import MAX_PROMPT_CHARS, GenerationRequest, Sampling, TextStream
 
-__all__ = ["MAX_PROMPT_CHARS", "LisaPipeline", "LisaResult", "answer_text", "pick_template"]
+__all__ = ["MAX_PROMPT_CHARS", "LisaPipeline", "LisaResult", "PromptError", "PromptPlan", "answer_text",
+           "pick_template"]
 
 LLAVA_TEMPERATURE = 0.2  # LLaVA's chat samples at 0.2 by default
-
-
-class PromptError(ValueError):
-    """The prompt cannot be answered as given (empty, too long, or more than the model's context)."""
 
 
 @dataclass
@@ -46,6 +47,7 @@ class LisaResult:
     cache_hit: bool = False
     finish_reason: str = "stop"  # "length" when the token budget ran out
     prompt_tokens: int = 0
+    masks_dropped: int = 0  # [SEG]s beyond max_masks, answered without a mask
 
     @property
     def mask_areas(self) -> list[int]:
@@ -85,12 +87,15 @@ class LisaPipeline:
 
     def __init__(self, model, tokenizer, conv_type: str | None = None, max_new_tokens: int = 512,
                  cache_size: int = 8, model_max_length: int | None = None, temperature: float = 0.0,
-                 top_p: float | None = None):
+                 top_p: float | None = None, max_masks: int = MAX_MASKS):
         self.model = model.eval()
         use_decoding_layout(self.model)
         self.tokenizer = tokenizer
         self.conv_type = pick_template(model, None, conv_type)
         get_template(self.conv_type)  # validate
+        if max_masks < 0:
+            raise ValueError(f"max_masks must be >= 0, not {max_masks}")
+        self.max_masks = max_masks
         self.sampling = Sampling(temperature or 0.0, top_p)
         self.max_new_tokens = max_new_tokens
         self.cache = EncodingCache(cache_size)
@@ -104,7 +109,7 @@ class LisaPipeline:
                         load_in_4bit: bool = False, load_in_8bit: bool = False, conv_type: str | None = None,
                         max_new_tokens: int = 512, model_max_length: int = 512, cache_size: int = 8,
                         progress: bool = True, revision: str | None = None, temperature: float | None = None,
-                        top_p: float | None = None) -> "LisaPipeline":
+                        top_p: float | None = None, max_masks: int = MAX_MASKS) -> "LisaPipeline":
         """``path``: a model folder or a Hub id (``owner/name[@revision]``). ``temperature`` 0 or None:
         greedy (the default of every caller but ``lisa chat``, see :attr:`chat_temperature`)."""
         from ..checkpoint.hub import resolve_model
@@ -124,7 +129,7 @@ class LisaPipeline:
                                            model_max_length=model_max_length, progress=progress)
         pipe = cls.for_model(model, tokenizer, conv_type=conv_type, max_new_tokens=max_new_tokens,
                              cache_size=cache_size, model_max_length=model_max_length, temperature=temperature,
-                             top_p=top_p)
+                             top_p=top_p, max_masks=max_masks)
         pipe.model_dir = folder
         return pipe
 
@@ -158,7 +163,7 @@ class LisaPipeline:
     def encode_image(self, image, key: str | None = None) -> tuple[ImageEncoding, bool]:
         """The image's encoding (from the cache when it holds it) and whether it was cached. ``key``:
         its :func:`~lisa.inference.cache.image_key`, when the caller has computed it already."""
-        arr = as_rgb_array(image)
+        arr = to_rgb_array(image) if isinstance(image, Image.Image) else as_rgb_array(image)
         key = key or image_key(arr)
         cached = self.cache.get(key)
         if cached is not None:
@@ -177,20 +182,55 @@ class LisaPipeline:
         return enc, False
 
     # ---- prompting --------------------------------------------------------------------------
+    @property
+    def max_positions(self) -> int:
+        return int(getattr(self.model.llm.config, "max_position_embeddings", 10**9))
+
     def build_prompt(self, prompt: str, history: list[tuple[str, str]] | None = None) -> str:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise PromptError("the prompt is empty")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise PromptError(f"the prompt is too long ({len(prompt)} characters, at most {MAX_PROMPT_CHARS})")
-        conv = get_template(self.conv_type)
+        """The prompt text: the template, the image placeholder in the first turn, then every turn.
+
+        User and history text is escaped (:func:`~lisa.tokenization.escape_special_text`): a typed
+        ``[SEG]``, ``</s>`` or ``<im_start>`` stays text, and a typed ``<image>`` is dropped (only
+        this builder places the image)."""
+        check_text(prompt, "the prompt", MAX_PROMPT_CHARS)
         turns = list(history or []) + [(prompt, None)]
+        for i, (user, reply) in enumerate(turns[:-1]):
+            check_text(user, f"history turn {i + 1} (user)", allow_empty=True)
+            check_text(reply, f"history turn {i + 1} (assistant)", allow_empty=True)
+        conv = get_template(self.conv_type)
+        escape = lambda text: escape_special_text(self.tokenizer, text.replace(IMAGE_TOKEN, ""))  # noqa: E731
         for i, (user, reply) in enumerate(turns):
-            user = user.replace(IMAGE_TOKEN, "").strip() if i == 0 else user
             if i == 0:
-                user = image_placeholder(self.model.config.mm_use_im_start_end) + "\n" + user
+                user = image_placeholder(self.model.config.mm_use_im_start_end) + "\n" + escape(user).strip()
+            else:
+                user = escape(user)
             conv.append_user(user)
-            conv.append_assistant(reply)
+            conv.append_assistant(None if reply is None else escape(reply))
         return conv.get_prompt()
+
+    def plan(self, request: GenerationRequest) -> "PromptPlan":
+        """The prompt's ids and token budget, counted against the model's context from the tokens
+        alone (each image placeholder as the vision tower's feature count), before any image is
+        touched; :class:`~lisa.inference.limits.PromptError` for a request that cannot run."""
+        from ..tokenization import tokenizer_image_token
+
+        if request.prompt_text is not None:  # formatted by the client (LLaVA's worker protocol), as it is
+            text = check_text(request.prompt_text, "the prompt")
+            if self.model.config.mm_use_im_start_end:
+                text = expand_image_token(text)
+        else:
+            text = self.build_prompt(request.prompt, request.history)
+        n_feats = self.model.config.num_image_tokens
+        # a cheap lower bound first, so a huge conversation is refused without tokenizing it
+        n_images = text.count(IMAGE_TOKEN)
+        lower = min_token_count(self.tokenizer, len(text) - n_images * len(IMAGE_TOKEN)) + n_images * n_feats
+        generation_budget(lower, 1, self.max_positions)
+        ids = tokenizer_image_token(text, self.tokenizer)
+        positions = context_positions(ids, n_feats)
+        budget = generation_budget(positions, request.max_new_tokens or self.max_new_tokens, self.max_positions)
+        seg = self.model.seg_token_id
+        # [SEG] ids in the prompt (only a client-formatted one has them) belong to earlier turns
+        return PromptPlan(text, ids, positions, budget, ids.count(seg) if seg is not None else 0)
 
     def stop_strings(self) -> tuple[str, ...]:
         """The template's end-of-turn marker when it is not the tokenizer's end of sequence (which
@@ -216,34 +256,20 @@ class LisaPipeline:
         with self.lock:
             prep = self.prepare(request)
             out = answer(self.model, self.tokenizer, prep.ids, prep.encoding, max_new_tokens=prep.budget,
-                         use_prefix=self.cache.max_items > 0, skip_segs=prep.n_old_segs,
-                         pick=request.sampling.picker(), on_token=prep.stream)
+                         use_prefix=self.cache.max_items > 0, skip_segs=prep.n_old_segs, max_masks=self.max_masks,
+                         binary=True, pick=request.sampling.picker(), on_token=prep.stream)
             return self.finish(prep, out.generated, out.mask_logits, out.mask_seconds)
 
     def prepare(self, request: GenerationRequest) -> "Prepared":
-        """Prompt ids, the image encoding and the token budget (:class:`PromptError` for a prompt that
-        does not fit the model's context)."""
-        from ..tokenization import tokenizer_image_token
-
+        """Prompt ids (:meth:`plan`, checked first), the image encoding and the token budget."""
         t_start = time.perf_counter()
-        if request.prompt_text is not None:  # formatted by the client: its [SEG]s all belong to earlier turns
-            text_prompt = request.prompt_text
-            if self.model.config.mm_use_im_start_end:
-                text_prompt = expand_image_token(text_prompt)
-            n_old = text_prompt.count(SEG_TOKEN)
-        else:
-            text_prompt = self.build_prompt(request.prompt, request.history)
-            # [SEG]s of earlier turns were answered then: only this turn's (typed or generated) count
-            n_old = sum(u.count(SEG_TOKEN) + (a or "").count(SEG_TOKEN) for u, a in request.history or [])
+        plan = self.plan(request)
         enc, hit = self.encode_image(request.image, request.key)
-        ids = tokenizer_image_token(text_prompt, self.tokenizer)
-        n_ctx = len(ids) - ids.count(IMAGE_TOKEN_INDEX) + ids.count(IMAGE_TOKEN_INDEX) * enc.clip_feats.shape[0]
-        max_pos = int(getattr(self.model.llm.config, "max_position_embeddings", 10**9))
-        budget = min(request.max_new_tokens or self.max_new_tokens, max_pos - n_ctx)
-        if budget <= 0:
-            raise PromptError(f"the prompt uses {n_ctx} positions; the model allows {max_pos}")
+        if enc.clip_feats.shape[0] != self.model.config.num_image_tokens:  # the count in plan() was wrong
+            raise RuntimeError(f"the vision tower gave {enc.clip_feats.shape[0]} features per image, the "
+                               f"config says {self.model.config.num_image_tokens}")
         stream = TextStream(lambda new: answer_text(self.tokenizer, new), request) if request.streams else None
-        return Prepared(ids, enc, hit, budget, n_old, n_ctx, stream, t_start)
+        return Prepared(plan.ids, enc, hit, plan.budget, plan.n_old_segs, plan.positions, stream, t_start)
 
     def finish(self, prep: "Prepared", gen, mask_logits: torch.Tensor | None = None,
                mask_seconds: float | None = None) -> LisaResult:
@@ -251,11 +277,15 @@ class LisaPipeline:
         hands over only ``gen``) and the timings of one generation."""
         enc = prep.encoding
         if mask_seconds is None:
-            mask_logits, mask_seconds = seg_masks(self.model, gen, enc, skip_segs=prep.n_old_segs)
+            mask_logits, mask_seconds = seg_masks(self.model, gen, enc, skip_segs=prep.n_old_segs,
+                                                  max_masks=self.max_masks, binary=True)
+        # only generated [SEG]s ask for masks (user and history text never holds a [SEG] id)
+        dropped = max(0, gen.seg_hidden.shape[0] - prep.n_old_segs - self.max_masks)
         t_mask = time.perf_counter()
         masks: list[np.ndarray] = []
         if mask_logits is not None:
-            masks = [m.cpu().numpy() for m in (mask_logits > 0)]
+            binary = mask_logits if mask_logits.dtype == torch.bool else mask_logits > 0
+            masks = [m.cpu().numpy() for m in binary]
         text = answer_text(self.tokenizer, gen.new_ids)
         ended = bool(gen.new_ids) and gen.new_ids[-1] == self.tokenizer.eos_token_id
         if prep.stream is not None:
@@ -273,7 +303,16 @@ class LisaPipeline:
             "total": t_end - prep.t_start,
         }
         reason = "stop" if ended or len(gen.new_ids) < prep.budget else "length"
-        return LisaResult(text, masks, gen.new_ids, timings, prep.cache_hit, reason, prep.prompt_tokens)
+        return LisaResult(text, masks, gen.new_ids, timings, prep.cache_hit, reason, prep.prompt_tokens, dropped)
+
+
+@dataclass
+class PromptPlan:
+    text: str
+    ids: list[int]  # with one IMAGE_TOKEN_INDEX per image placeholder
+    positions: int  # what the language model will see, image features included
+    budget: int  # tokens that may be generated
+    n_old_segs: int  # [SEG] ids in the prompt (their hidden states come first and get no mask)
 
 
 @dataclass

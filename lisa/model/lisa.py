@@ -78,6 +78,15 @@ class LisaForSegmentation(nn.Module):
         low_res = self.prompter.decode(image_embedding, seg_embeds)
         return postprocess_masks(low_res, resize, original_size, self.config.sam_image_size)
 
+    def iter_bool_masks(self, image_embedding: torch.Tensor, seg_embeds: torch.Tensor, resize: tuple[int, int],
+                        original_size: tuple[int, int]):
+        """Boolean masks [H, W] at the original size, one per prompt in order. Each is thresholded as
+        soon as it is upsampled, so only one float mask of the full size exists at a time (the same
+        values as ``decode_masks(...) > 0``)."""
+        low_res = self.prompter.decode(image_embedding, seg_embeds)
+        for k in range(low_res.shape[0]):
+            yield postprocess_masks(low_res[k:k + 1], resize, original_size, self.config.sam_image_size)[0] > 0
+
     def image_features_for_rows(self, input_ids: torch.Tensor, clip_feats: torch.Tensor,
                                 row_image: torch.Tensor) -> list[torch.Tensor]:
         """Features for every image token, in row-major order: a row's tokens use the row's image."""

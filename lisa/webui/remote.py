@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from ..images import ImageError
 from ..inference.visualize import overlay_all
 from .ui import SegmentApp, render_conversation
 
@@ -82,10 +83,11 @@ class RemoteSegmentApp(SegmentApp):
         if problem:
             yield view(status=f"⚠️ {html.escape(problem)}")
             return
-        arr = np.asarray(image)
-        if arr.ndim == 2:
-            arr = np.stack([arr] * 3, -1)
-        arr = np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
+        try:
+            arr = self.image_array(image)
+        except ImageError as e:
+            yield view(status=f"⚠️ {html.escape(str(e))}")
+            return
         model = model or self.models[0]
         key = _key(arr)
         if key != state.get("key") or model != state.get("model"):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..images import ImageError, read_rgb
 from ..inference.cache import image_key
 from ..inference.pipeline import MAX_PROMPT_CHARS
 from ..inference.visualize import PALETTE, overlay_all
@@ -83,6 +84,19 @@ class SegmentApp:
                     f"{self.max_prompt_chars}. Please shorten it.")
         return None
 
+    def image_array(self, image) -> np.ndarray:
+        """The upload as HxWx3 uint8: a file path (what the page sends) is read as every command
+        reads images (header checked first, upright, 16-bit scaled); an array is taken as it is."""
+        if isinstance(image, (str, Path)):
+            return read_rgb(image, self.max_pixels, name=Path(image).name)
+        arr = np.asarray(image)
+        if arr.shape[0] * arr.shape[1] > self.max_pixels:
+            raise ImageError(f"The image has {arr.shape[1]}x{arr.shape[0]} pixels, more than the limit of "
+                             f"{self.max_pixels}. Please use a smaller image.")
+        if arr.ndim == 2:
+            arr = np.stack([arr] * 3, -1)
+        return np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
+
     def _mask_files(self, masks: list[np.ndarray]) -> list[str]:
         self._count += 1
         out = self.work_dir / f"request_{self._count:06d}"
@@ -113,19 +127,16 @@ class SegmentApp:
         problem = self.check_prompt(prompt)
         if problem:
             return refuse(problem)
-        arr = np.asarray(image)
-        if arr.shape[0] * arr.shape[1] > self.max_pixels:
-            return refuse(f"The image has {arr.shape[1]}x{arr.shape[0]} pixels, more than the limit of "
-                          f"{self.max_pixels}. Please use a smaller image.")
-        if arr.ndim == 2:
-            arr = np.stack([arr] * 3, -1)
-        arr = np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
+        try:
+            arr = self.image_array(image)
+        except ImageError as e:
+            return refuse(str(e))
         key = image_key(arr)
         if key != state.get("key"):
             history = []
         try:
             result = self.pipe(arr, prompt, history=history or None, max_new_tokens=self.max_new_tokens, key=key)
-        except ValueError as e:
+        except ValueError as e:  # the pipeline's refusals (context length, invalid text, ...)
             return refuse(str(e))
         except Exception:  # noqa: BLE001 - logged; the page shows a short message, not a traceback
             log.exception("model error")
@@ -136,6 +147,9 @@ class SegmentApp:
         overlay = overlay_all(arr, masks) if masks else arr
         files = self._mask_files(masks)
         status = "No `[SEG]` in the answer, so no mask." if self.pipe.segments and not masks else ""
+        if result.masks_dropped:
+            status = (f"{result.masks_dropped} more `[SEG]` in the answer got no mask (at most "
+                      f"{self.pipe.max_masks} masks per answer).")
         return (overlay, files or None, result.text, render_conversation(history, self.label),
                 format_timings(result.timings, result.cache_hit, len(masks)), status, state)
 
@@ -155,8 +169,9 @@ def build_ui(app: SegmentApp, examples: list[list[str]] | None = None, title: st
         state = gr.State({"key": None, "history": []})
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="numpy", label="Input image", sources=["upload", "clipboard"], height=360,
-                                 elem_id="lisa-image")
+                # the uploaded file itself (image_mode=None: gradio does not decode it), read by lisa.images
+                image = gr.Image(type="filepath", image_mode=None, label="Input image", sources=["upload", "clipboard"],
+                                 height=360, elem_id="lisa-image")
                 choice = gr.Dropdown(models, value=models[0], label="Model", elem_id="lisa-model") if models else None
                 prompt = gr.Textbox(label="Instruction", lines=2, placeholder="Can you segment the ... in this image?",
                                     elem_id="lisa-prompt")
