@@ -1,15 +1,18 @@
 """Reading images, the one way every command and the data layer do it.
 
 :func:`open_image` reads only the header (PIL decodes lazily), so the pixel count is checked before
-any pixel is decoded; :func:`to_rgb_array` then decodes: the EXIF orientation is applied (masks lie
-on what the user sees), 16-bit images are scaled to 8 bits (``convert("RGB")`` would clip them to
-white), grayscale, palette and RGBA become RGB. :func:`read_rgb` does both for a path, bytes or a
-file object. JPEG and PNG pixels equal OpenCV's ``imread`` (the original data loaders' decoder).
+any pixel is decoded (:class:`EncodedImage` keeps an upload that way until its pixels are needed);
+:func:`to_rgb_array` then decodes: the EXIF orientation is applied (masks lie on what the user
+sees), 16-bit images are scaled to 8 bits (``convert("RGB")`` would clip them to white), grayscale,
+palette and RGBA become RGB. :func:`read_rgb` does both for a path, bytes or a file object. JPEG and
+PNG pixels equal OpenCV's ``imread`` (the original data loaders' decoder).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import time
 import warnings
 from pathlib import Path
 
@@ -98,3 +101,33 @@ def read_rgb(source, max_pixels: int | None = MAX_PIXELS, name: str | None = Non
 def load_image(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """A path, bytes or file object -> RGB PIL image (as :func:`read_rgb`)."""
     return Image.fromarray(read_rgb(source, max_pixels))
+
+
+class EncodedImage:
+    """An image file's bytes whose header was read and checked (size, pixel limit); the pixels are
+    decoded only by :meth:`decode`. A server queues these, so a waiting request holds its compressed
+    bytes, and the model worker decodes one when its turn comes (``LisaPipeline`` accepts them)."""
+
+    def __init__(self, data: bytes, max_pixels: int | None = MAX_PIXELS, name: str = "<uploaded image>"):
+        if not data:
+            raise ImageError(f"{name} is empty")
+        self.data, self.max_pixels, self.name = bytes(data), max_pixels, name
+        with open_image(self.data, max_pixels, name) as img:
+            w, h = img.size
+            if exif_orientation(img) in (5, 6, 7, 8):  # decoded upright, a quarter turn
+                w, h = h, w
+        self.shape = (h, w, 3)  # of the decoded array
+        self.key = "sha1:" + hashlib.sha1(self.data).hexdigest()  # the same bytes, the same image
+        self.decode_seconds = 0.0
+
+    def decode(self) -> np.ndarray:
+        if not self.data:
+            raise ImageError(f"{self.name}: already decoded and released")
+        t0 = time.perf_counter()
+        arr = read_rgb(self.data, self.max_pixels, self.name)
+        self.decode_seconds = time.perf_counter() - t0
+        return arr
+
+    def release(self) -> None:
+        """Drop the bytes (after the request was answered)."""
+        self.data = b""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lisa.images import EncodedImage
 from lisa.inference.pipeline import LisaResult
 from lisa.serve.inputs import ApiError, decode_image, history_from_messages
 from lisa.serve.masks import decode_png, decode_rle, describe_mask, mask_bbox
@@ -93,6 +94,8 @@ class FakePipe:
     def __call__(self, image, prompt, history=None, max_new_tokens=None, key=None):
         self.started.set()
         self.gate.wait(10)
+        if isinstance(image, EncodedImage):  # the server hands uploads over still encoded
+            image = image.decode()
         self.calls.append((int(image[0, 0, 0]), prompt))
         if prompt == "boom":
             raise RuntimeError("secret internal detail")

@@ -22,7 +22,7 @@ from ..conversation import (
     model_name_from_path,
     template_for_model_name,
 )
-from ..images import to_rgb_array
+from ..images import EncodedImage, to_rgb_array
 from ..model.generation import use_decoding_layout
 from ..precision import default_precision
 from ..preprocess import as_rgb_array, sam_preprocess
@@ -161,13 +161,21 @@ class LisaPipeline:
 
     # ---- image encoding ---------------------------------------------------------------------
     def encode_image(self, image, key: str | None = None) -> tuple[ImageEncoding, bool]:
-        """The image's encoding (from the cache when it holds it) and whether it was cached. ``key``:
-        its :func:`~lisa.inference.cache.image_key`, when the caller has computed it already."""
-        arr = to_rgb_array(image) if isinstance(image, Image.Image) else as_rgb_array(image)
-        key = key or image_key(arr)
+        """The image's encoding (from the cache when it holds it) and whether it was cached. ``image``:
+        an array, a PIL image, or an :class:`~lisa.images.EncodedImage` (decoded here only when the
+        cache lacks it, after its request's prompt was checked, and not kept). ``key``: its
+        :func:`~lisa.inference.cache.image_key` (an EncodedImage's own key), when the caller has it."""
+        if isinstance(image, EncodedImage):
+            key = key or image.key
+        arr = None
+        if key is None:
+            arr = self._pixels(image)
+            key = image_key(arr)
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True
+        if arr is None:
+            arr = self._pixels(image)
         cfg = self.model.config
         t0 = time.perf_counter()
         clip_px = cfg.vision_input(arr)[None]
@@ -180,6 +188,12 @@ class LisaPipeline:
         enc.timings["sam_encoder"] += t2 - t1
         self.cache.put(enc)
         return enc, False
+
+    @staticmethod
+    def _pixels(image) -> np.ndarray:
+        if isinstance(image, EncodedImage):
+            return image.decode()
+        return to_rgb_array(image) if isinstance(image, Image.Image) else as_rgb_array(image)
 
     # ---- prompting --------------------------------------------------------------------------
     @property

@@ -45,7 +45,7 @@ class Sampling:
 
 @dataclass
 class GenerationRequest:
-    image: object  # HxWx3 uint8 array, PIL image or path (anything ``as_rgb_array`` reads)
+    image: object  # HxWx3 uint8 array, PIL image, or lisa.images.EncodedImage (decoded when its turn comes)
     prompt: str | None = None  # the user's instruction for this turn
     history: list[tuple[str, str]] | None = None  # earlier (user, answer) turns on the same image
     prompt_text: str | None = None  # a whole prompt formatted by the client, with <image> (LLaVA protocol)

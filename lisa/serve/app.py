@@ -7,6 +7,11 @@ replicas. Routes: ``POST /v1/segment``, ``POST /v1/chat`` (``?stream=true`` for 
 (``openai_api``) and LLaVA's controller/worker protocol (``llava_protocol``). Every error is
 ``{"error": {"code", "message", "request_id"}}`` with a 4xx status for bad input, 503 +
 ``Retry-After`` when the model is busy and 500 (no traceback) for model errors.
+
+A request is checked in order of cost: the API key (headers, before the body is read; see
+:mod:`lisa.serve.middleware`), the body size, the fields, the context length (prompt + history +
+image features + answer budget, from the tokens alone), the image header (pixel count), then queue
+admission. Only the model worker decodes pixels, when the request's turn comes.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..inference.request import MAX_PROMPT_CHARS, GenerationRequest
 from .backend import LocalBackend
 from .context import ServeContext
-from .inputs import ApiError, check_max_new_tokens, check_prompt, decode_base64, decode_image, history_from_messages
+from .inputs import ApiError, check_max_new_tokens, check_prompt, decode_base64, history_from_messages, image_upload
 from .llava_protocol import add_llava_routes
 from .masks import describe_mask
 from .middleware import RequestLimits
@@ -51,6 +56,7 @@ class ServeSettings:
     batch_wait_ms: float = 0.0  # after the first request of a turn, wait this long for more to batch
     decode_together: bool = True  # a turn's requests share one batched generation
     retry_after_s: int = 1
+    body_timeout_s: float = 30.0  # a body not fully received by then gets 408
     api_key: str | None = None
     version: str = ""
     image_dir: str | None = None  # local image paths in OpenAI requests must lie in this folder
@@ -66,8 +72,9 @@ class ServeSettings:
 
 ERRORS = {status: {"model": ErrorResponse, "description": text} for status, text in [
     (400, "the image or body cannot be decoded"), (401, "missing or wrong API key"),
-    (404, "no model of that name"), (413, "body or image too large"), (415, "unsupported media type"),
-    (422, "invalid field (empty or over-long prompt, bad messages, ...)"),
+    (404, "no model of that name"), (408, "the body did not arrive in time"), (413, "body or image too large"),
+    (415, "unsupported media type"),
+    (422, "invalid field (empty or over-long prompt, conversation over the context length, bad messages, ...)"),
     (500, "model error; quote the request id"),
     (503, "model busy (queue full, out of memory, no replica); retry after Retry-After seconds")]}
 
@@ -94,11 +101,19 @@ def _validation_message(err: ValidationError | RequestValidationError) -> str:
     return "; ".join(parts)
 
 
-def _parse_json(body: bytes, json_model) -> dict:
+def loads(text, what: str = "the body"):
+    """``json.loads`` whose every failure is a 400 (also a number of more than 4300 digits and JSON
+    nested deeper than the interpreter recurses)."""
     try:
-        raw = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON ({e})") from None
+        return json.loads(text)
+    except RecursionError:
+        raise ApiError(400, "invalid_json", f"{what} nests JSON too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, and a too long integer
+        raise ApiError(400, "invalid_json", f"{what} is not valid JSON ({e})") from None
+
+
+def _parse_json(body: bytes, json_model) -> dict:
+    raw = loads(body)
     try:
         parsed = json_model.model_validate(raw)
     except ValidationError as e:
@@ -129,9 +144,10 @@ async def _read_fields(request: Request, json_model) -> dict:
             await form.close()
         if json_model is ChatJSON:
             try:
-                fields["messages"] = json.loads(fields.get("messages", ""))
-            except json.JSONDecodeError:
-                raise ApiError(422, "invalid_field", "'messages' must be a JSON list of {role, content}") from None
+                fields["messages"] = loads(fields.get("messages", ""), "'messages'")
+            except ApiError as e:
+                raise ApiError(422, "invalid_field", f"'messages' must be a JSON list of {{role, content}}: "
+                                                     f"{e.message}") from None
         return fields
     shown = media or "none"
     raise ApiError(415, "unsupported_media_type",
@@ -155,6 +171,7 @@ def answer_json(answer, mask_format: str, image, t_dec: float, t0: float, reques
                **{k: rt[k] for k in ("vision_tower", "sam_encoder", "prefill", "decode", "tokens", "mask_decode")},
                "model": rt["total"], "encode_masks": t_enc, "total": time.perf_counter() - t0}
     return {"request_id": request_id, "text": answer.text, "masks": masks, "mask_format": mask_format,
+            "masks_dropped": int(getattr(answer, "masks_dropped", 0)),
             "image_size": [int(image.shape[0]), int(image.shape[1])], "cache_hit": answer.cache_hit,
             "timings": timings, "batch": {"size": answer.batch_size, "index": answer.batch_index},
             "model": answer.model, "replica": answer.replica, "finish_reason": answer.finish_reason}
@@ -177,7 +194,9 @@ def create_app(models, settings: ServeSettings | None = None) -> FastAPI:
     first = next(iter(ctx.backends.values()))
     app.state.ctx, app.state.settings = ctx, settings
     app.state.worker, app.state.pipe = getattr(first, "worker", None), getattr(first, "pipe", None)
-    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
+    # (it also answers anything unexpected with a JSON 500 that keeps the connection usable)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, api_key=settings.api_key,
+                       body_timeout_s=settings.body_timeout_s)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError):
@@ -191,13 +210,6 @@ def create_app(models, settings: ServeSettings | None = None) -> FastAPI:
     async def on_http(request: Request, exc: StarletteHTTPException):
         return _error_response(request, exc.status_code, "http_error", str(exc.detail), getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, exc: Exception):
-        rid = getattr(request.state, "request_id", "")
-        log.error("request %s failed", rid, exc_info=exc)
-        return JSONResponse({"error": {"code": "internal_error", "message": "internal server error",
-                                       "request_id": rid}}, 500, headers={"x-request-id": rid})
-
     require_key = ctx.require_key
 
     async def answer(request: Request, fields: dict, prompt: str, history, mask_format: str, t0: float,
@@ -206,13 +218,14 @@ def create_app(models, settings: ServeSettings | None = None) -> FastAPI:
         max_new = check_max_new_tokens(fields.get("max_new_tokens"), settings.max_new_tokens)
         if max_new is None:
             max_new = settings.max_new_tokens
-        t_dec = time.perf_counter()
-        image = await run_in_threadpool(decode_image, fields["image"], settings.max_pixels)
-        t_dec = time.perf_counter() - t_dec
+        await run_in_threadpool(ctx.admit, backend, prompt, history, max_new)
+        # the header only: the pixel count is known without decoding; the model worker decodes
+        image = await run_in_threadpool(image_upload, fields.pop("image"), settings.max_pixels)
         rid = request.state.request_id
         job = GenerationRequest(image, prompt, history, max_new_tokens=max_new)
         if not stream:
             result = await ctx.generate(backend, job, rid)
+            t_dec = image.decode_seconds
             body = await run_in_threadpool(answer_json, result, mask_format, image, t_dec, t0, rid)
             return JSONResponse(body, headers={"x-lisa-replica": result.replica} if result.replica else None)
         events = await ctx.stream(backend, job, rid)
@@ -222,8 +235,8 @@ def create_app(models, settings: ServeSettings | None = None) -> FastAPI:
                 if "text" in event:
                     yield sse({"text": event["text"]}, "text")
                 elif "answer" in event:
-                    yield sse(await run_in_threadpool(answer_json, event["answer"], mask_format, image, t_dec, t0,
-                                                      rid), "answer")
+                    yield sse(await run_in_threadpool(answer_json, event["answer"], mask_format, image,
+                                                      image.decode_seconds, t0, rid), "answer")
                 else:
                     err = event["error"]
                     yield sse({"error": {"code": err.code, "message": err.message, "request_id": rid}}, "error")

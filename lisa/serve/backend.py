@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..inference.pipeline import PromptError
+from ..images import ImageError, ImageTooLarge
+from ..inference.limits import PromptError
 from ..inference.request import GenerationRequest
 from .queue import ModelWorker, QueueFull
 
@@ -25,7 +26,8 @@ log = logging.getLogger("lisa.serve")
 
 
 class ModelError(Exception):
-    """``kind``: ``invalid_prompt`` (the request does not fit the model), ``out_of_memory``,
+    """``kind``: ``invalid_prompt`` (the request does not fit the model), ``invalid_image`` /
+    ``image_too_large`` (its image failed to decode when its turn came), ``out_of_memory``,
     ``unavailable`` (no replica could take it) or ``model_error``; ``message`` is safe to show."""
 
     def __init__(self, kind: str, message: str):
@@ -53,7 +55,9 @@ def classify(exc: BaseException) -> BaseException:
     if isinstance(exc, MemoryError) or is_out_of_memory(exc):
         return ModelError("out_of_memory", "the model ran out of memory on this request; retry later, or send a "
                                            "smaller image, a shorter conversation or a lower max_new_tokens")
-    if isinstance(exc, PromptError):  # the pipeline's own input checks
+    if isinstance(exc, ImageError):  # the request's own image, decoded by the worker
+        return ModelError("image_too_large" if isinstance(exc, ImageTooLarge) else "invalid_image", str(exc))
+    if isinstance(exc, PromptError) or (isinstance(exc, ValueError) and str(exc).startswith("the prompt")):
         return ModelError("invalid_prompt", str(exc))
     return ModelError("model_error", "the model failed on this request")
 
@@ -73,6 +77,7 @@ class Answer:
     model: str = ""
     replica: str = ""  # which Ray Serve replica answered ("" in one process)
     extra: dict = field(default_factory=dict)
+    masks_dropped: int = 0  # [SEG]s beyond the model's max_masks, without a mask
 
 
 class LocalBackend:
@@ -91,7 +96,8 @@ class LocalBackend:
         r = job.result
         return Answer(r.text, r.masks, getattr(r, "finish_reason", "stop"), getattr(r, "prompt_tokens", 0),
                       int(r.timings.get("tokens", len(r.output_ids))), r.timings, r.cache_hit, job.queue_wait,
-                      job.batch_size, job.batch_index, self.name, self.replica)
+                      job.batch_size, job.batch_index, self.name, self.replica,
+                      masks_dropped=int(getattr(r, "masks_dropped", 0)))
 
     async def generate(self, request: GenerationRequest, request_id: str = "") -> Answer:
         try:
@@ -149,8 +155,10 @@ def describe_model(pipe, settings, worker: ModelWorker) -> dict:
         "dtype": str(weight.dtype).replace("torch.", ""), "device": str(weight.device),
         "quantization": None if quant is None else str(quant),
         "conv_type": pipe.conv_type, "max_new_tokens": settings.max_new_tokens,
-        "limits": {k: v for k, v in asdict(settings).items()
-                   if k in ("max_body_bytes", "max_pixels", "max_prompt_chars", "max_new_tokens")},
+        "limits": {**{k: v for k, v in asdict(settings).items()
+                      if k in ("max_body_bytes", "max_pixels", "max_prompt_chars", "max_new_tokens")},
+                   "max_masks": getattr(pipe, "max_masks", None),
+                   "max_position_embeddings": getattr(llm_cfg, "max_position_embeddings", None)},
         "batching": {"max_queue": worker.max_queue, "max_batch": worker.max_batch, "turns": worker.turns,
                      "largest_batch": worker.largest_batch, "batch_wait_ms": worker.batch_wait * 1000,
                      "decode_together": worker.decode_together},

@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max_pixels", type=int, default=40_000_000, help="image pixel limit (width x height)")
     ap.add_argument("--max_prompt_chars", type=int, default=4000)
     ap.add_argument("--cache_size", type=int, default=8, help="image encodings kept for reuse")
+    ap.add_argument("--header_timeout", type=float, default=10.0,
+                    help="seconds a client has to send a request's headers; then the connection is closed")
+    ap.add_argument("--body_timeout", type=float, default=30.0,
+                    help="seconds a client has to send a request's body; then it gets 408")
+    ap.add_argument("--timeout_keep_alive", type=int, default=5, help="seconds an idle connection stays open")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy CPU)")
     ap.add_argument("--log_level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -71,7 +76,7 @@ def model_defaults(args) -> dict:
     return {"precision": args.precision, "quant": quant, "device": args.device, "conv_type": args.conv_type,
             "vision_tower": args.vision_tower, "sam_config": args.sam_config,
             "model_max_length": args.model_max_length, "num_gpus": args.num_gpus, "num_cpus": args.num_cpus,
-            "revision": args.revision}
+            "revision": args.revision, "max_masks": args.max_masks}
 
 
 def main(argv=None) -> int:
@@ -85,6 +90,11 @@ def main(argv=None) -> int:
     for name in ("max_queue", "max_batch", "max_new_tokens", "max_pixels", "router_replicas"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be >= 1, not {getattr(args, name)}")
+    for name in ("header_timeout", "body_timeout", "timeout_keep_alive"):
+        if getattr(args, name) <= 0:
+            ap.error(f"--{name} must be > 0, not {getattr(args, name)}")
+    if args.max_masks < 0:
+        ap.error(f"--max_masks must be >= 0, not {args.max_masks}")
     if args.replicas is not None and args.replicas < 1:
         ap.error(f"--replicas must be >= 1, not {args.replicas}")
 
@@ -97,7 +107,8 @@ def main(argv=None) -> int:
                                  max_prompt_chars=args.max_prompt_chars, max_new_tokens=args.max_new_tokens,
                                  max_queue=args.max_queue, max_batch=args.max_batch, api_key=api_key,
                                  batch_wait_ms=args.batch_wait_ms, decode_together=not args.no_batch_decode,
-                                 version=str(args.version), image_dir=args.image_dir)
+                                 body_timeout_s=args.body_timeout, version=str(args.version),
+                                 image_dir=args.image_dir)
         specs = [s.with_defaults(model_defaults(args)) for s in model_specs(args.models, args.version)]
     except (ValueError, OSError) as e:
         print(f"lisa serve: {e}", file=sys.stderr)
@@ -108,6 +119,7 @@ def main(argv=None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .connections import uvicorn_protocol
 
     try:
         if args.threads:
@@ -120,7 +132,8 @@ def main(argv=None) -> int:
         return 2
     app = create_app(pipes, settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1,
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5, timeout_keep_alive=args.timeout_keep_alive,
+                http=uvicorn_protocol(args.header_timeout), h11_max_incomplete_event_size=64 * 1024)
     return 0
 
 

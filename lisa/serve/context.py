@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 
 from fastapi import Request
 
+from ..inference.limits import PromptError
+from ..inference.request import GenerationRequest
 from .backend import Answer, ModelError
 from .inputs import ApiError
 from .queue import QueueFull
@@ -56,6 +58,17 @@ class ServeContext:
             raise ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer <key> "
                                                 "or X-API-Key: <key>)", {"WWW-Authenticate": "Bearer"})
 
+    def admit(self, backend, prompt: str, history, max_new: int) -> None:
+        """The model's context accounting before the image is looked at (tokens only), where the
+        model runs in this process; a Ray Serve replica makes the same check before it decodes."""
+        pipe = getattr(backend, "pipe", None)
+        if pipe is None or not hasattr(pipe, "plan"):
+            return
+        try:
+            pipe.plan(GenerationRequest(None, prompt, history, max_new_tokens=max_new))
+        except PromptError as e:
+            raise ApiError(422, e.code, str(e)) from None
+
     def retry_after(self, backend) -> int:
         worker = getattr(backend, "worker", None)
         if worker is None:
@@ -74,6 +87,8 @@ class ServeContext:
         if isinstance(exc, ModelError):
             if exc.kind == "invalid_prompt":
                 return ApiError(422, "invalid_prompt", exc.message)
+            if exc.kind in ("invalid_image", "image_too_large"):
+                return ApiError(400 if exc.kind == "invalid_image" else 413, exc.kind, exc.message)
             if exc.kind in ("out_of_memory", "unavailable"):
                 wait = self.retry_after(backend)
                 return ApiError(503, exc.kind, f"{exc.message} (request id {request_id})", {"Retry-After": str(wait)})

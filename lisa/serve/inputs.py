@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
-import warnings
+import contextlib
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+from ..images import EncodedImage, ImageError, ImageTooLarge
+from ..inference.limits import PromptError, check_text
 
 
 class ApiError(Exception):
@@ -30,42 +31,38 @@ def decode_base64(data: str, field: str = "image") -> bytes:
         raise ApiError(400, "invalid_base64", f"{field!r} is not valid base64 ({e})") from None
 
 
+def image_upload(data: bytes, max_pixels: int, field: str = "image") -> EncodedImage:
+    """An uploaded image checked from its header (pixel count, format) and kept encoded: the model
+    worker decodes it when its turn comes, so a waiting request holds only its compressed bytes."""
+    with image_errors():
+        return EncodedImage(data, max_pixels, name=repr(field))
+
+
+@contextlib.contextmanager
+def image_errors():
+    """ImageError -> 400 ``invalid_image``; ImageTooLarge -> 413 ``image_too_large``."""
+    try:
+        yield
+    except ImageTooLarge as e:
+        raise ApiError(413, "image_too_large", str(e)) from None
+    except ImageError as e:
+        raise ApiError(400, "invalid_image", str(e)) from None
+
+
 def decode_image(data: bytes, max_pixels: int, field: str = "image") -> np.ndarray:
     """Bytes -> HxWx3 uint8. The pixel count is checked from the header, before any pixel is decoded."""
-    if not data:
-        raise ApiError(400, "invalid_image", f"{field!r} is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise ApiError(413, "image_too_large",
-                                   f"{field!r} has {w}x{h} = {w * h} pixels, more than the limit of {max_pixels}")
-                if w == 0 or h == 0:
-                    raise ApiError(400, "invalid_image", f"{field!r} is an empty ({w}x{h}) image")
-                return np.asarray(img.convert("RGB"))
-    except ApiError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ApiError(413, "image_too_large", f"{field!r} is too large to decode: {e}") from None
-    except UnidentifiedImageError:
-        raise ApiError(400, "invalid_image", f"{field!r} is not in an image format that can be read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ApiError(400, "invalid_image", f"{field!r} cannot be decoded as an image ({e})") from None
+    upload = image_upload(data, max_pixels, field)
+    with image_errors():
+        return upload.decode()
 
 
-def check_prompt(prompt, max_chars: int, field: str = "prompt") -> str:
+def check_prompt(prompt, max_chars: int, field: str = "prompt", allow_empty: bool = False) -> str:
     if prompt is None:
         raise ApiError(422, "missing_field", f"{field!r} is required")
-    if not isinstance(prompt, str):
-        raise ApiError(422, "invalid_field", f"{field!r} must be a string")
-    if not prompt.strip():
-        raise ApiError(422, "empty_prompt", f"{field!r} is empty")
-    if len(prompt) > max_chars:
-        raise ApiError(422, "prompt_too_long",
-                       f"{field!r} has {len(prompt)} characters, more than the limit of {max_chars}")
-    return prompt
+    try:
+        return check_text(prompt, repr(field), max_chars, allow_empty=allow_empty)
+    except PromptError as e:
+        raise ApiError(422, "invalid_field" if e.code == "invalid_prompt" else e.code, str(e)) from None
 
 
 def check_max_new_tokens(value, cap: int) -> int | None:
@@ -95,7 +92,7 @@ def history_from_messages(messages, max_chars: int) -> tuple[list[tuple[str, str
     if roles != expected or roles[-1] != "user":
         raise ApiError(422, "invalid_field",
                        "'messages' must alternate user, assistant, user, ... and end with a user message")
-    for i in range(0, len(messages), 2):
-        check_prompt(messages[i]["content"], max_chars, field=f"messages[{i}].content")
+    for i, m in enumerate(messages):  # assistant turns are text the client sends too: the same limits
+        check_prompt(m["content"], max_chars, field=f"messages[{i}].content", allow_empty=m["role"] == "assistant")
     history = [(messages[i]["content"], messages[i + 1]["content"]) for i in range(0, len(messages) - 1, 2)]
     return history, messages[-1]["content"]

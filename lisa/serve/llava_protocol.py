@@ -27,7 +27,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from ..constants import IMAGE_TOKEN
 from ..inference.request import GenerationRequest, Sampling
-from .inputs import ApiError, decode_base64, decode_image
+from .inputs import ApiError, decode_base64, image_upload
 
 # error_code values in the chunks (LLaVA's own clients only test for non-zero)
 ERROR_CODES = {"invalid_image": 2, "invalid_base64": 2, "image_too_large": 2, "invalid_prompt": 3,
@@ -81,7 +81,7 @@ def worker_request(params: dict, settings) -> tuple[GenerationRequest, str]:
     if len(images) != 1 or prompt.count(IMAGE_TOKEN) != 1:
         raise ApiError(422, "invalid_prompt", f"one image and one {IMAGE_TOKEN} in the prompt are needed (got "
                                               f"{len(images)} image(s) and {prompt.count(IMAGE_TOKEN)} placeholder(s))")
-    image = decode_image(decode_base64(images[0], "images[0]"), settings.max_pixels, "images[0]")
+    image = image_upload(decode_base64(images[0], "images[0]"), settings.max_pixels, "images[0]")  # worker decodes
     max_new = _number(params, "max_new_tokens", 256, int, 1)
     temperature = _number(params, "temperature", 1.0, float, 0.0, 100.0)
     top_p = _number(params, "top_p", 1.0, float, 1e-6, 1.0)

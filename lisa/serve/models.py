@@ -5,7 +5,7 @@ by commas, e.g. ``ckpt/lisa-7b:name=lisa,precision=bf16,replicas=2`` or ``llava-
 Keys: ``name`` (default: the folder's name), ``precision`` (fp32, bf16, fp16), ``quant`` (4bit,
 8bit), ``replicas``, ``num_gpus`` and ``num_cpus`` (per replica, under Ray Serve; fractions allowed),
 ``max_queue``, ``device``, ``conv_type``, ``vision_tower``, ``sam_config``, ``model_max_length``,
-``revision`` (of a Hub id; ``owner/name@revision`` works too).
+``revision`` (of a Hub id; ``owner/name@revision`` works too), ``max_masks`` (per answer).
 A models file (``.json``, or ``.yaml`` when PyYAML is installed) holds a list of objects with
 ``path`` and the same keys (or ``{"models": [...]}``); relative paths are taken from the file's folder.
 Keys a spec leaves out come from the command's flags (``--precision``, ``--load_in_4bit``, ...).
@@ -18,6 +18,8 @@ import json
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from ..inference.limits import MAX_MASKS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
@@ -40,6 +42,7 @@ class ModelSpec:
     sam_config: str | None = None
     model_max_length: int | None = None
     revision: str | None = None  # of a Hub id (or write owner/name@revision)
+    max_masks: int | None = None  # masks decoded per answer
 
     def __post_init__(self):
         where = f"model {self.path!r}"
@@ -56,7 +59,7 @@ class ModelSpec:
             value = getattr(self, key)
             if value is not None and int(value) < 1:
                 raise ValueError(f"{where}: {key} must be >= 1, not {value}")
-        for key in ("num_gpus", "num_cpus"):
+        for key in ("num_gpus", "num_cpus", "max_masks"):
             value = getattr(self, key)
             if value is not None and float(value) < 0:
                 raise ValueError(f"{where}: {key} must be >= 0, not {value}")
@@ -74,7 +77,7 @@ class ModelSpec:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        for key in ("replicas", "max_queue", "model_max_length"):
+        for key in ("replicas", "max_queue", "model_max_length", "max_masks"):
             if values.get(key) is not None:
                 values[key] = _convert(values[key], int, key, where)
         for key in ("num_gpus", "num_cpus"):
@@ -99,7 +102,8 @@ class ModelSpec:
             version=self.path, precision=self.precision, device=self.device or "auto", vision_tower=self.vision_tower,
             sam_config=self.sam_config, load_in_4bit=self.quant == "4bit", load_in_8bit=self.quant == "8bit",
             conv_type=self.conv_type or "llava_v1", max_new_tokens=max_new_tokens,
-            model_max_length=self.model_max_length or 512, revision=self.revision)
+            model_max_length=self.model_max_length or 512, revision=self.revision,
+            max_masks=MAX_MASKS if self.max_masks is None else self.max_masks)
         pipe = load_pipeline(flags)
         pipe.cache.max_items = cache_size
         return pipe

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..inference.request import GenerationRequest, Sampling
-from .inputs import ApiError, check_max_new_tokens, decode_base64, decode_image, history_from_messages
+from .inputs import ApiError, check_max_new_tokens, decode_base64, history_from_messages, image_upload
 from .masks import describe_mask
 
 
@@ -150,8 +150,9 @@ def add_openai_routes(app: FastAPI, ctx) -> None:
         # more than the server allows is cut to its limit (clients often send a large default)
         asked = body.max_completion_tokens or body.max_tokens
         max_new = check_max_new_tokens(min(asked, settings.max_new_tokens) if asked else None, settings.max_new_tokens)
+        await run_in_threadpool(ctx.admit, backend, prompt, history, max_new or settings.max_new_tokens)
         data = await run_in_threadpool(read_image_url, url, settings)
-        image = await run_in_threadpool(decode_image, data, settings.max_pixels, "image_url")
+        image = await run_in_threadpool(image_upload, data, settings.max_pixels, "image_url")  # decoded by the worker
         stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
         job = GenerationRequest(image, prompt, history, max_new_tokens=max_new or settings.max_new_tokens,
                                 sampling=Sampling(body.temperature, body.top_p, body.seed), stop=stop)

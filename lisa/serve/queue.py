@@ -6,11 +6,17 @@ answers them through their asyncio futures. A turn of several jobs is decoded to
 forward pass per step (``decode_together``, the default); without it the jobs are grouped by image
 and run back to back. Either way each image is encoded (CLIP + SAM image encoder) once, and a turn of
 one plain request runs the pipeline exactly as a lone request.
+
+A request's image may still be encoded (:class:`lisa.images.EncodedImage`, header checked): the
+pipeline decodes it when the request's turn comes, after its prompt was checked, and keeps only the
+encoding. After a turn the worker drops the requests' images and hands freed memory back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import queue
 import threading
@@ -145,22 +151,35 @@ class ModelWorker:
             jobs = self._take_turn()
             if not jobs:
                 continue
-            self.turns += 1
-            self.largest_batch = max(self.largest_batch, len(jobs))
-            live = [job for job in jobs if not job.future.done()]
-            if self.decode_together and (len(live) > 1 or (live and not live[0].plain)):
-                self._run_together(live, len(jobs))
-                continue
-            for job in jobs:
-                job.key = image_key(job.request.image)
-            # Same-image jobs run next to each other (stable: arrival order otherwise kept).
-            first_seen = {}
-            for i, job in enumerate(jobs):
-                first_seen.setdefault(job.key, i)
-            ordered = sorted(jobs, key=lambda j: first_seen[j.key])
-            with self.pipe.lock:
-                for index, job in enumerate(ordered):
-                    self._run_one(job, index, len(ordered))
+            try:
+                self._turn(jobs)
+            finally:
+                for job in jobs:  # the answers are out: nothing keeps an image of this turn alive
+                    release = getattr(job.request.image, "release", None)
+                    if release is not None:
+                        release()
+                    job.request.image = None
+                del jobs
+                release_memory()
+
+    def _turn(self, jobs: list[Job]) -> None:
+        self.turns += 1
+        self.largest_batch = max(self.largest_batch, len(jobs))
+        live = [job for job in jobs if not job.future.done()]
+        if self.decode_together and (len(live) > 1 or (live and not live[0].plain)):
+            self._run_together(live, len(jobs))
+            return
+        for job in jobs:
+            image = job.request.image
+            job.key = getattr(image, "key", None) or image_key(image)
+        # Same-image jobs run next to each other (stable: arrival order otherwise kept).
+        first_seen = {}
+        for i, job in enumerate(jobs):
+            first_seen.setdefault(job.key, i)
+        ordered = sorted(jobs, key=lambda j: first_seen[j.key])
+        with self.pipe.lock:
+            for index, job in enumerate(ordered):
+                self._run_one(job, index, len(ordered))
 
     def _run_one(self, job: Job, index: int, size: int) -> None:
         if job.future.done():
@@ -204,3 +223,21 @@ class ModelWorker:
             job.loop.call_soon_threadsafe(_deliver, job.future, value, error)
         except RuntimeError:  # the event loop is closed: the server is shutting down
             pass
+
+
+def _load_malloc_trim():
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_memory() -> None:
+    """Hand freed memory back to the system after a turn: glibc keeps the freed buffers of a large
+    image in its arenas otherwise, and the process would hold its peak until the next request."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)

@@ -69,8 +69,9 @@ class BatchInfo(BaseModel):
 class SegmentResponse(BaseModel):
     request_id: str
     text: str = Field(description="the model's answer")
-    masks: list[MaskOut] = Field(description="one mask per [SEG] token, in answer order")
+    masks: list[MaskOut] = Field(description="one mask per [SEG] token, in answer order, at most max_masks")
     mask_format: Literal["rle", "png"]
+    masks_dropped: int = Field(0, description="[SEG] tokens of the answer beyond max_masks, which got no mask")
     image_size: list[int] = Field(description="[height, width] of the input image (and of every mask)")
     cache_hit: bool = Field(description="the image encoding (CLIP features, SAM embedding) came from the cache")
     timings: Timings
