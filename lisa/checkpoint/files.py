@@ -40,6 +40,14 @@ def materialize(value) -> torch.Tensor:
     return value.load() if isinstance(value, SafetensorRef) else value
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (torch.save since 1.6) or a pickle (protocol 2+ starts with 0x80; the legacy
+    format too): a JSON or text file is neither."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def load_torch_file(path: str | Path, lazy: bool = False) -> dict:
     """A state dict from a file. With ``lazy``, safetensors values are :class:`SafetensorRef` and
     ``.bin``/``.pth`` zip files are memory-mapped, so nothing large is read yet."""
@@ -55,6 +63,9 @@ def load_torch_file(path: str | Path, lazy: bool = False) -> dict:
                 return {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:  # safetensors raises its own error types for truncated headers
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path}: not a checkpoint file (neither a safetensors file nor a PyTorch zip or "
+                              "pickle); check the file name or the index that points at it")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
@@ -75,6 +86,28 @@ def load_torch_file(path: str | Path, lazy: bool = False) -> dict:
     return obj
 
 
+def read_weight_map(index: Path) -> dict[str, str]:
+    """The ``weight_map`` of a sharded checkpoint's index: tensor name -> shard file name. Every shard
+    must be a plain file name inside the index's folder (an index is data: it may not point at
+    ``../../etc/passwd`` or an absolute path)."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{index}: malformed index file ({e})") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in weight_map.items()):
+        raise CheckpointError(f"{index}: malformed index file: 'weight_map' must be an object of tensor name -> "
+                              f"shard file name, got {type(weight_map).__name__}")
+    for shard in sorted(set(weight_map.values())):
+        # a bare name (the shard may still be a symlink, as in the Hugging Face cache's snapshots)
+        inside = Path(shard).name == shard and shard not in ("", ".", "..") and "\\" not in shard
+        if not inside:
+            raise CheckpointError(f"{index}: shard {shard!r} is not a file name inside {index.parent}; an index may "
+                                  "only name shard files in its own folder")
+    return weight_map
+
+
 def weight_files(folder: str | Path) -> tuple[list[Path], Path | None]:
     """The weight files of a checkpoint folder (resolving an index) and the index file, if any."""
     folder = Path(folder)
@@ -83,11 +116,7 @@ def weight_files(folder: str | Path) -> tuple[list[Path], Path | None]:
     for name in WEIGHT_INDEXES:
         index = folder / name
         if index.is_file():
-            try:
-                data = json.loads(index.read_text())
-                files = sorted(set(data["weight_map"].values()))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise CheckpointError(f"{index}: malformed index file ({e})") from e
+            files = sorted(set(read_weight_map(index).values()))
             missing = [f for f in files if not (folder / f).is_file()]
             if missing:
                 raise CheckpointError(f"{index}: lists shard(s) that do not exist: {', '.join(missing)}")
@@ -110,7 +139,7 @@ def read_folder(folder: str | Path, progress: bool = True, lazy: bool = False) -
     origin: dict[str, Path] = {}
     expected = None
     if index is not None:
-        expected = json.loads(index.read_text())["weight_map"]
+        expected = read_weight_map(index)
     for path in tqdm(files, desc="Loading shards", disable=not progress or len(files) < 2, unit="shard"):
         part = load_torch_file(path, lazy=lazy)
         if expected is not None:

@@ -24,6 +24,10 @@ LISA_CONFIG_FIELDS = (
 )
 
 FORMAT_VERSION = 1
+# sizes read from config.json that must be positive integers (checked here so that a bad value is one
+# message naming the file, not an error from deep inside transformers)
+POSITIVE_INT_FIELDS = ("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads", "num_key_value_heads",
+                       "intermediate_size", "max_position_embeddings", "mm_hidden_size", "out_dim")
 
 
 @dataclass
@@ -129,6 +133,10 @@ class LisaConfig:
         for key in ("hidden_size", "num_hidden_layers", "vocab_size"):
             if key not in data:
                 raise ValueError(f"{source}: missing field {key!r}; is this a LISA/LLaVA config.json?")
+        for key in POSITIVE_INT_FIELDS:
+            value = data.get(key, 1)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{source}: field {key!r} must be a positive integer, not {value!r}")
         llm_type = ours.get("llm_model_type") or data.get("model_type", "llama")
         llm_type = LLAVA_LLM_TYPES.get(llm_type, llm_type)
         extra = {k: data.pop(k) for k in list(data) if k in LISA_CONFIG_FIELDS}
