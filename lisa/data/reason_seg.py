@@ -87,7 +87,10 @@ class ReasonSegSource(Source):
         self.images: list[str] = []
         for split in splits:
             folder = require_dir(os.path.join(self.root, split), f"reason_seg {spec}")
-            self.images.extend(sorted_files(folder, ".jpg"))
+            # a JSON without its image is a record too, so that it is counted as a missing image
+            stems = {p[: -len(".jpg")] for p in sorted_files(folder, ".jpg")}
+            stems |= {p[: -len(".json")] for p in sorted_files(folder, ".json")}
+            self.images.extend(stem + ".jpg" for stem in sorted(stems))
         self.explanatory = float(explanatory)
         self.explanations: dict[str, str] = {}
         self.explanation_problems: list[str] = []

@@ -79,16 +79,55 @@ def safe_load_pickle(path: str | os.PathLike):
     raise DataError(f"{path}: cannot decode the strings in the pickle ({last_error})")
 
 
-def _jsonable(obj, path: str):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v, path) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_jsonable(v, path) for v in obj]
+class _Budget:
+    """What a conversion may write. A pickle can refer to one object many times (its memo), so a few
+    hundred bytes can stand for a structure that expands to gigabytes ("billion laughs"): the
+    expansion is counted as it is written and refused past ``limit`` characters."""
+
+    def __init__(self, path: str, limit: int):
+        self.path, self.limit, self.used = path, limit, 0
+
+    def spend(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise DataError(f"{self.path}: refusing to convert: the pickle expands to more than {self.limit} "
+                            "characters of JSON (it refers to the same objects over and over, which the "
+                            "published refs files do not). Do not use this file: download it again.")
+
+
+def expansion_limit(pickle_bytes: int) -> int:
+    """JSON characters a pickle of ``pickle_bytes`` may expand to: refs pickles convert to JSON of
+    about their own size; this allows 16 times that, and 16 MiB for small files."""
+    return 16 * 1024 * 1024 + 16 * int(pickle_bytes)
+
+
+def _jsonable(obj, budget: _Budget, open_ids: set | None = None):
+    open_ids = set() if open_ids is None else open_ids
+    if isinstance(obj, (dict, list, tuple, set, frozenset)):
+        if id(obj) in open_ids:  # the container holds itself
+            raise DataError(f"{budget.path}: refusing to convert: the pickle holds a recursive structure (a "
+                            "container inside itself), which JSON cannot express")
+        open_ids.add(id(obj))
+        budget.spend(2)
+        try:
+            if isinstance(obj, dict):
+                out = {}
+                for k, v in obj.items():
+                    if not (k is None or isinstance(k, (str, int, float, bool, bytes))):
+                        raise DataError(f"{budget.path}: cannot convert a {type(k).__name__} dict key to JSON")
+                    key = str(k)
+                    budget.spend(len(key) + 2)
+                    out[key] = _jsonable(v, budget, open_ids)
+                return out
+            return [_jsonable(v, budget, open_ids) for v in obj]
+        finally:
+            open_ids.discard(id(obj))
     if isinstance(obj, bytes):
-        return obj.decode("utf-8", errors="replace")
+        obj = obj.decode("utf-8", errors="replace")
     if obj is None or isinstance(obj, (str, int, float, bool)):
+        budget.spend(len(obj) + 2 if isinstance(obj, str) else 8)
         return obj
-    raise DataError(f"{path}: cannot convert a {type(obj).__name__} value to JSON")
+    raise DataError(f"{budget.path}: cannot convert a {type(obj).__name__} value to JSON")
 
 
 def json_path_for(pickle_path: str | os.PathLike) -> Path:
@@ -101,7 +140,11 @@ def convert_refs(pickle_path: str | os.PathLike, overwrite: bool = False) -> Pat
     out = json_path_for(pickle_path)
     if out.exists() and not overwrite:
         return out
-    data = _jsonable(safe_load_pickle(pickle_path), os.fspath(pickle_path))
+    budget = _Budget(os.fspath(pickle_path), expansion_limit(Path(pickle_path).stat().st_size))
+    try:
+        data = _jsonable(safe_load_pickle(pickle_path), budget)
+    except RecursionError:
+        raise DataError(f"{pickle_path}: refusing to convert: the structure nests too deeply") from None
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(data), encoding="utf-8")
     os.replace(tmp, out)

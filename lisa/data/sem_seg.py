@@ -127,8 +127,10 @@ def _mapillary(root: str) -> LabelMapSource:
                if classes[i] == "unlabeled" or str(x.get("name", "")).endswith("unlabeled")}
     labels = require_dir(os.path.join(root, "mapillary", "training", "v2.0", "labels"), "mapillary")
     images = os.path.join(root, "mapillary", "training", "images")
-    pairs = [(os.path.join(images, os.path.basename(p)[:-4] + ".jpg"), p)
-             for p in sorted_files(labels, ".png")]
+    stems = {os.path.basename(p)[:-4] for p in sorted_files(labels, ".png")}
+    if os.path.isdir(images):  # an image without its label is reported as a missing label
+        stems |= {os.path.basename(p)[:-4] for p in sorted_files(images, ".jpg")}
+    pairs = [(os.path.join(images, s + ".jpg"), os.path.join(labels, s + ".png")) for s in sorted(stems)]
     return LabelMapSource("mapillary", pairs, classes, ignored=ignored)
 
 
