@@ -44,11 +44,46 @@ def rng_file(tag_dir: Path, rank: int) -> Path:
 def atomic_write(path: Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # the rename itself reaches the disk only with its folder
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # some file systems cannot sync a folder
+        pass
+
+
+def drop_steps_after(log_file: Path, step: int) -> int:
+    """Remove the lines of a JSON-lines log (``train_log.jsonl``, ``val_log.jsonl``) whose ``step`` is
+    past ``step``: a run resumed from that checkpoint writes them again. Returns how many went."""
+    import json
+
+    log_file = Path(log_file)
+    if not log_file.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in log_file.read_text(encoding="utf-8").splitlines():
+        try:
+            after = int(json.loads(line).get("step", 0)) > step
+        except (ValueError, AttributeError, TypeError):  # a line cut short by the kill
+            after = True
+        if after:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        atomic_write(log_file, "".join(line + "\n" for line in kept))
+    return dropped
 
 
 def is_run_dir(folder: Path) -> bool:

@@ -9,12 +9,14 @@ log = logging.getLogger("lisa.train")
 
 
 class ScalarWriter:
-    def __init__(self, run_dir: Path, use_wandb: bool = False, config: dict | None = None, name: str = ""):
+    def __init__(self, run_dir: Path, use_wandb: bool = False, config: dict | None = None, name: str = "",
+                 purge_step: int | None = None):
         self.tb = None
         self.wandb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir))
+            # purge_step: a resumed run hides the events it is about to write again
+            self.tb = SummaryWriter(str(run_dir), purge_step=purge_step)
         except ImportError:
             log.warning("tensorboard is not installed: no event files (pip install tensorboard)")
         if use_wandb:

@@ -246,7 +246,10 @@ class Trainer:
             return None
         state = dict(self.state, world_size=dist.world_size())
         keep = {run_folder.read_marker(self.ckpt_dir, run_folder.BEST) or ""}
-        tag = resume.save(self.engine, self.ckpt_dir, state["global_step"], state, keep)
+        try:
+            tag = resume.save(self.engine, self.ckpt_dir, state["global_step"], state, keep)
+        except resume.CheckpointSaveError as e:
+            raise TrainingError(str(e)) from None
         log.info("saved %s", self.ckpt_dir / tag)
         return tag
 

@@ -155,8 +155,12 @@ def run(args: TrainOptions | dict, *, on_step=None) -> Path:
     if where is not None:
         state.update(resume.load(engine, *where))
         log.info("resumed from %s at step %d", where[0] / where[1], state["global_step"])
+        if dist.is_main():  # the steps after the checkpoint are run, and logged, again
+            for name in (run_folder.TRAIN_LOG, run_folder.VAL_LOG):
+                run_folder.drop_steps_after(run_dir / name, state["global_step"])
 
-    writer = ScalarWriter(run_dir, args.wandb, args.to_dict(), args.exp_name) if dist.is_main() else None
+    purge = state["global_step"] + 1 if where is not None else None
+    writer = ScalarWriter(run_dir, args.wandb, args.to_dict(), args.exp_name, purge) if dist.is_main() else None
     trainer = Trainer(engine, args, run_dir, dataset, collate_fn, to_dtype(args.precision), state, writer,
                       _validate_fn(args, engine.module, tokenizer, val_sets, run_dir) if val_sets else None,
                       on_step)
