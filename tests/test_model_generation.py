@@ -88,8 +88,8 @@ def test_multi_turn_prompt_and_empty_prompt(tiny_model, rgb_image):
     model, tok = tiny_model
     pipe = LisaPipeline(model, tok, max_new_tokens=4)
     prompt = pipe.build_prompt("And the square?", history=[("Segment the circle.", "Sure, [SEG].")])
-    assert prompt.replace(ESCAPE_MARK, "").endswith(
-        "USER: <im_start><image><im_end>\nSegment the circle. ASSISTANT: Sure, [SEG].</s>USER: And the square? ASSISTANT:")
+    assert prompt.replace(ESCAPE_MARK, "").endswith("USER: <im_start><image><im_end>\nSegment the circle. "
+                                                    "ASSISTANT: Sure, [SEG].</s>USER: And the square? ASSISTANT:")
     # the history's [SEG] is text now; the template's own </s> and image tokens are still tokens
     ids = tokenizer_image_token(prompt, tok)
     assert model.seg_token_id not in ids and ids.count(tok.eos_token_id) == 1 and ids.count(-200) == 1

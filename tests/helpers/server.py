@@ -82,3 +82,33 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ThreadServer:
+    """``with ThreadServer(app, http=...) as srv: srv.port``: uvicorn serving an in-process ASGI app from
+    a thread on a free loopback port (for tests that need real connections but no model process)."""
+
+    def __init__(self, app, **config):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    **config))
+        self.thread = None
+
+    def __enter__(self) -> "ThreadServer":
+        import threading
+
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the in-process uvicorn server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
