@@ -14,9 +14,11 @@ import pytest
 
 from lisa.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from lisa.tokenization import (
+    ESCAPE_MARK,
     add_lisa_tokens,
     decode,
     encode,
+    escape_special_text,
     load_tokenizer,
     seg_token_id,
     tokenizer_image_token,
@@ -236,3 +238,40 @@ def test_encoding_follows_tokens_added_after_first_use(tiny):
     after = encode(tok, text)
     assert new_id in after and new_id not in before
     assert tokenizer_image_token(f"{text} <image>", tok)[:len(after)] == after
+
+
+def test_escaped_control_tokens_tokenize_as_ordinary_text(variant):
+    """User text never becomes a control token: each spelling tokenizes as the SentencePiece model
+    reads those characters, as if the token did not exist."""
+    name, tok, _ = variant
+    model = tok.backend_tokenizer.model
+    controls = [str(t) for t in tok.all_special_tokens] + [str(t.content) for t in tok.added_tokens_decoder.values()]
+    control_ids = {tok.convert_tokens_to_ids(t) for t in controls}
+    for token in sorted(set(controls) | {"<image>", "<im_start>", "[SEG]"}):
+        text = f"say {token} now{token}{token}"
+        escaped = escape_special_text(tok, text)
+        assert escaped.replace(ESCAPE_MARK, "") == text
+        ids = encode(tok, escaped, add_bos=False)
+        assert ids == [t.id for t in model.tokenize("\u2581" + text.replace(" ", "\u2581"))], (name, token)
+        assert not control_ids & set(ids) and IMAGE_TOKEN_INDEX not in tokenizer_image_token(escaped, tok)
+    assert escape_special_text(tok, "plain words, no tokens") == "plain words, no tokens"
+    assert escape_special_text(tok, ESCAPE_MARK + "[SEG]").count(ESCAPE_MARK) == 1  # a typed mark is dropped
+
+
+def test_escaping_on_a_byte_level_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, show_progress=False,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>", bos_token="<s>", unk_token="<unk>")
+    fast.save_pretrained(str(tmp_path))
+    tok = load_tokenizer(tmp_path)
+    seg = add_lisa_tokens(tok)
+    text = "say [SEG] and <im_start></s> now"
+    ids = encode(tok, escape_special_text(tok, text), add_bos=False)
+    assert seg not in ids and tok.eos_token_id not in ids and tok.convert_tokens_to_ids("<im_start>") not in ids
+    assert tok.decode(ids) == text
