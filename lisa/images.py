@@ -64,8 +64,12 @@ def open_image(source, max_pixels: int | None = MAX_PIXELS, name: str | None = N
     return img
 
 
-def exif_orientation(img: Image.Image) -> int:
-    """The EXIF orientation (1 = upright; 5..8 swap width and height), 1 when absent or unreadable."""
+def exif_orientation(img: Image.Image, header_only: bool = False) -> int:
+    """The EXIF orientation (1 = upright; 5..8 swap width and height), 1 when absent or unreadable.
+    ``header_only``: never decode pixels to find it (PIL loads a whole PNG to look for an eXIf chunk
+    after the image data; such a rare PNG then counts as upright until it is decoded)."""
+    if header_only and img.format == "PNG" and "exif" not in img.info:
+        return 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # PIL warns about odd EXIF blocks; they are skipped
@@ -114,9 +118,9 @@ class EncodedImage:
         self.data, self.max_pixels, self.name = bytes(data), max_pixels, name
         with open_image(self.data, max_pixels, name) as img:
             w, h = img.size
-            if exif_orientation(img) in (5, 6, 7, 8):  # decoded upright, a quarter turn
+            if exif_orientation(img, header_only=True) in (5, 6, 7, 8):  # decoded upright, a quarter turn
                 w, h = h, w
-        self.shape = (h, w, 3)  # of the decoded array
+        self.shape = (h, w, 3)  # of the decoded array (set again by decode())
         self.key = "sha1:" + hashlib.sha1(self.data).hexdigest()  # the same bytes, the same image
         self.decode_seconds = 0.0
 
@@ -126,6 +130,7 @@ class EncodedImage:
         t0 = time.perf_counter()
         arr = read_rgb(self.data, self.max_pixels, self.name)
         self.decode_seconds = time.perf_counter() - t0
+        self.shape = arr.shape
         return arr
 
     def release(self) -> None:

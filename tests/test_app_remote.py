@@ -23,19 +23,19 @@ def llava_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_ckpt, llava_ckpt):
-    args = ["--models", f"{tiny_ckpt}:name=lisa", f"{llava_ckpt}:name=llava", "--device", "cpu",
+def server(seg_ckpt, llava_ckpt):
+    args = ["--models", f"{seg_ckpt}:name=lisa", f"{llava_ckpt}:name=llava", "--device", "cpu",
             "--max_new_tokens", str(MAX_NEW), "--log_level", "warning"]
     with ServerProcess("serve", args, env={"OMP_NUM_THREADS": "1"}) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
-def pipes(tiny_ckpt, llava_ckpt):
+def pipes(seg_ckpt, llava_ckpt):
     from lisa.inference.pipeline import LisaPipeline
 
     return {name: LisaPipeline.from_pretrained(path, device="cpu", max_new_tokens=MAX_NEW, progress=False)
-            for name, path in (("lisa", tiny_ckpt), ("llava", llava_ckpt))}
+            for name, path in (("lisa", seg_ckpt), ("llava", llava_ckpt))}
 
 
 def make_image(seed=4):
@@ -59,7 +59,7 @@ def test_remote_app_streams_the_answer_then_the_masks(server, pipes, tmp_path):
     assert len(updates) > 2 and answers[-1] == want.text
     assert all(b.startswith(a) for a, b in zip(answers, answers[1:]))  # the text grows as it streams
     overlay, files, _, convo, timing, status, state = updates[-1]
-    assert len(files) == len(want.masks) == 1 and "lisa" in timing and status == ""
+    assert len(files) == len(want.masks) >= 1 and "lisa" in timing and status == ""
     np.testing.assert_array_equal(np.asarray(Image.open(files[0])) > 0, want.masks[0])
     assert overlay.shape == img.shape and state["history"] == [(prompt, want.text)]
 

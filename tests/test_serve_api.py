@@ -56,8 +56,8 @@ def image_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_ckpt, llava_ckpt, image_dir):
-    args = ["--models", f"{tiny_ckpt}:name=lisa", f"{llava_ckpt}:name=llava", "--device", "cpu",
+def server(seg_ckpt, llava_ckpt, image_dir):
+    args = ["--models", f"{seg_ckpt}:name=lisa", f"{llava_ckpt}:name=llava", "--device", "cpu",
             "--max_new_tokens", str(MAX_NEW), "--max_batch", "4", "--batch_wait_ms", "400",
             "--image_dir", str(image_dir), "--log_level", "warning"]
     with ServerProcess("serve", args, env={"OMP_NUM_THREADS": "1"}) as srv:
@@ -65,11 +65,11 @@ def server(tiny_ckpt, llava_ckpt, image_dir):
 
 
 @pytest.fixture(scope="module")
-def pipes(tiny_ckpt, llava_ckpt):
+def pipes(seg_ckpt, llava_ckpt):
     from lisa.inference.pipeline import LisaPipeline
 
     return {name: LisaPipeline.from_pretrained(path, device="cpu", max_new_tokens=MAX_NEW, progress=False)
-            for name, path in (("lisa", tiny_ckpt), ("llava", llava_ckpt))}
+            for name, path in (("lisa", seg_ckpt), ("llava", llava_ckpt))}
 
 
 @pytest.fixture(scope="module")
@@ -97,14 +97,14 @@ def test_models_health_and_model_choice(server):
 
 def test_openai_client_with_an_image_streamed_and_not(openai_client, pipes, image_dir):
     img = make_image(1)
-    prompt = "Can you segment the red box in this image? [SEG]"
+    prompt = "Please segment the red box."  # the tilted tiny model answers it with [SEG]s
     want = pipes["lisa"](img, prompt, max_new_tokens=8)
     r = openai_client.chat.completions.create(model="lisa", messages=user_message(prompt, data_url(img)), max_tokens=8)
     choice = r.choices[0]
     assert choice.message.content == want.text and choice.message.role == "assistant"
     assert choice.finish_reason == want.finish_reason and r.model == "lisa"
     masks = choice.model_extra["masks"]
-    assert len(masks) == len(want.masks) == 1
+    assert len(masks) == len(want.masks) >= 1  # generated [SEG]s (see seg_ckpt)
     np.testing.assert_array_equal(decode_rle(masks[0]["rle"]), want.masks[0])
     assert r.usage.completion_tokens == len(want.output_ids) and r.usage.prompt_tokens > 0
 

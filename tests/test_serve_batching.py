@@ -18,10 +18,10 @@ PROMPTS = ["Segment the red box [SEG].", "What is in the picture? Please answer 
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_ckpt):
+def pipe(seg_ckpt):
     from lisa.inference.pipeline import LisaPipeline
 
-    return LisaPipeline.from_pretrained(tiny_ckpt, device="cpu", max_new_tokens=16, progress=False)
+    return LisaPipeline.from_pretrained(seg_ckpt, device="cpu", max_new_tokens=16, progress=False)
 
 
 def _images(n):
@@ -62,7 +62,7 @@ def test_batched_requests_answer_as_sequential_ones(pipe):
         assert len(many.masks) == len(one.masks)
         for a, b in zip(many.masks, one.masks):
             assert (a != b).mean() < 1e-3  # float rounding of the padded batch may flip a border pixel
-    assert sum(len(r.masks) for r in together[:5]) >= 3  # typed [SEG]s gave masks
+    assert sum(len(r.masks) for r in together[:5]) >= 3  # generated [SEG]s gave masks (see seg_ckpt)
     assert isinstance(together[5], ValueError) and "too long" in str(together[5])
 
 

@@ -37,7 +37,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            if images.exif_orientation(im) in (5, 6, 7, 8):  # read_rgb turns it a quarter
+            if images.exif_orientation(im, header_only=True) in (5, 6, 7, 8):  # read_rgb turns it a quarter
                 w, h = h, w
     except Exception as e:  # PIL raises several unrelated types for broken files
         raise SampleProblem("unreadable", path, f"cannot read the image header ({e})") from None
