@@ -67,11 +67,11 @@ def llava_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster(tiny_ckpt, llava_ckpt):
+def cluster(seg_ckpt, llava_ckpt):
     # Ray's token authentication, with a token of this test's own (nothing written under ~/.ray)
     env = {"OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
            "RAY_USAGE_STATS_ENABLED": "0", "LISA_TEST_MARK": MARK}
-    args = ["--models", f"{tiny_ckpt}:name=a,replicas=2", f"{llava_ckpt}:name=b,max_queue=1", "--replicas", "1",
+    args = ["--models", f"{seg_ckpt}:name=a,replicas=2", f"{llava_ckpt}:name=b,max_queue=1", "--replicas", "1",
             "--device", "cpu", "--max_new_tokens", "64", "--max_batch", "1", "--ray_cpus", "8", "--num_cpus", "1",
             "--log_level", "warning"]
     srv = ServerProcess("serve", args, env=env, timeout=300)
@@ -84,11 +84,11 @@ def cluster(tiny_ckpt, llava_ckpt):
 
 
 @pytest.fixture(scope="module")
-def pipes(tiny_ckpt, llava_ckpt):
+def pipes(seg_ckpt, llava_ckpt):
     from lisa.inference.pipeline import LisaPipeline
 
     return {name: LisaPipeline.from_pretrained(path, device="cpu", max_new_tokens=MAX_NEW, progress=False)
-            for name, path in (("a", tiny_ckpt), ("b", llava_ckpt))}
+            for name, path in (("a", seg_ckpt), ("b", llava_ckpt))}
 
 
 def segment(url, model, img, prompt, max_new=MAX_NEW, timeout=120):
@@ -180,9 +180,9 @@ def test_a_killed_replica_is_replaced_and_requests_keep_being_answered(cluster, 
     assert health["models"]["a"]["replicas"].get("RUNNING") == 2
 
 
-def test_an_application_joining_the_cluster_leaves_it_running(cluster, tiny_ckpt):
+def test_an_application_joining_the_cluster_leaves_it_running(cluster, seg_ckpt):
     gcs = re.search(r"Ray cluster at (\S+)", cluster.log_tail(10**7)).group(1)
-    args = ["--address", gcs, "--models", f"{tiny_ckpt}:name=c", "--device", "cpu", "--max_new_tokens", "8",
+    args = ["--address", gcs, "--models", f"{seg_ckpt}:name=c", "--device", "cpu", "--max_new_tokens", "8",
             "--app_name", "second", "--route_prefix", "/second", "--log_level", "warning"]
     # Ray Serve's HTTP port is the cluster's: the second application is mounted at /second on it
     with ServerProcess("serve", args, ready_path="/second/health", port=cluster.port, env=cluster.env,
