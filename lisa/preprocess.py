@@ -6,7 +6,8 @@ Each step reproduces the original pipeline:
   straight into the crop (values within 1/255 of the full resize, without its width x 224 buffer).
 - SigLIP towers: the whole image to ``size`` x ``size`` (PIL bicubic), 1/255, mean = std = 0.5.
 - LLaVA-1.5's ``image_aspect_ratio "pad"``: the image first centred on a square of the tower's
-  mean colour (so nothing is cropped away), then the tower's processor.
+  mean colour (so nothing is cropped away), then the tower's processor; an image whose long side
+  passes ``MAX_RESIZED_SIDE`` is shrunk to it first, so the square stays bounded.
 - SAM: longest side to ``size`` (PIL bilinear, round half up, at least 1 pixel), SAM mean/std on
   0..255, zero pad right/bottom.
 - masks: bilinear to the padded square, crop to the resized size, bilinear to the original size.
@@ -78,6 +79,18 @@ def siglip_preprocess(image: np.ndarray, size: int = 224) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
+def shrink_long_side(image: np.ndarray, limit: int) -> np.ndarray:
+    """``image`` with its long side brought down to ``limit`` (PIL bicubic) when it is longer: a
+    40000x1000 image padded to a square would be a 4.8 GB canvas, only to be resized to the tower's
+    few hundred pixels. Images within the limit are returned as they are."""
+    h, w = image.shape[:2]
+    if max(h, w) <= limit:
+        return image
+    scale = limit / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+
+
 def pad_to_square(image: np.ndarray, fill: tuple[int, int, int]) -> np.ndarray:
     """The image centred on a square canvas of colour ``fill`` (LLaVA-1.5's ``expand2square``:
     the offset of the shorter side is rounded down)."""
@@ -112,7 +125,7 @@ class VisionInput:
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         if self.pad:
-            image = pad_to_square(image, self.fill)
+            image = pad_to_square(shrink_long_side(image, MAX_RESIZED_SIDE), self.fill)
         if self.kind == "siglip":
             return siglip_preprocess(image, self.size)
         return clip_preprocess(image, self.size)

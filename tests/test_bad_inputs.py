@@ -104,6 +104,17 @@ def test_image_corpus(case, tmp_path, pipe):
     assert all(m.dtype == bool and m.shape == arr.shape[:2] for m in result.masks)
 
 
+def test_padded_vision_input_stays_bounded_for_extreme_aspect_ratios():
+    """LLaVA-1.5's padding puts the image on a square: 1 x 50,000 pixels would make a 7.5 GB canvas."""
+    from lisa.preprocess import VisionInput, clip_preprocess, pad_to_square
+
+    tower = VisionInput(size=56, pad=True)
+    assert tower(np.full((1, 50_000, 3), 200, np.uint8)).shape == (3, 56, 56)
+    assert tower(np.full((50_000, 2, 3), 200, np.uint8)).shape == (3, 56, 56)
+    # an ordinary image is padded exactly as before
+    assert torch.equal(tower(BASE), clip_preprocess(pad_to_square(BASE, tower.fill), 56))
+
+
 def test_data_layer_reads_images_as_the_commands_do(tmp_path):
     """One reader: the data layer gets the same pixels (those of OpenCV, which the original used)."""
     import cv2
