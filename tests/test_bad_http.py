@@ -125,7 +125,7 @@ class StandIn:
         self.started = threading.Event()
         self.max_masks = 2
 
-    def __call__(self, image, prompt, history=None, max_new_tokens=None):
+    def __call__(self, image, prompt, history=None, max_new_tokens=None, key=None):
         image = image.decode()  # the server hands the upload over still encoded
         if prompt == "block":
             self.started.set()

@@ -57,7 +57,7 @@ def classify(exc: BaseException) -> BaseException:
                                            "smaller image, a shorter conversation or a lower max_new_tokens")
     if isinstance(exc, ImageError):  # the request's own image, decoded by the worker
         return ModelError("image_too_large" if isinstance(exc, ImageTooLarge) else "invalid_image", str(exc))
-    if isinstance(exc, PromptError) or (isinstance(exc, ValueError) and str(exc).startswith("the prompt")):
+    if isinstance(exc, PromptError):  # the pipeline's own input checks
         return ModelError("invalid_prompt", str(exc))
     return ModelError("model_error", "the model failed on this request")
 
