@@ -20,14 +20,32 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _usage() -> str:
-    lines = ["usage: lisa <command> [options]", "", "commands:"]
-    width = max(len(v) for v in COMMANDS)
-    for verb, (_, _, text) in COMMANDS.items():
-        lines.append(f"  {verb.ljust(width)}  {text}")
-    lines.append("")
-    lines.append("Run `lisa <command> --help` for the options of a command.")
-    return "\n".join(lines)
+def usage(prog: str, commands: dict[str, tuple[str, str, str]], footer: tuple[str, ...] = ()) -> str:
+    width = max(len(v) for v in commands)
+    lines = [f"usage: {prog} <command> [options]", "", "commands:"]
+    lines += [f"  {verb.ljust(width)}  {text}" for verb, (_, _, text) in commands.items()]
+    return "\n".join([*lines, *footer])
+
+
+def dispatch(prog: str, commands: dict[str, tuple[str, str, str]], argv: list[str],
+             footer: tuple[str, ...] = ()) -> int:
+    """Run ``argv[0]``'s command from a verb table, importing its module only now."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage(prog, commands, footer))
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in commands:
+        print(f"{prog}: unknown command {verb!r}\n\n{usage(prog, commands, footer)}", file=sys.stderr)
+        return 2
+    module, func, _ = commands[verb]
+    try:
+        entry = getattr(importlib.import_module(module), func)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):
+            print(f"{prog}: the {verb!r} command is not available in this version", file=sys.stderr)
+            return 2
+        raise
+    return int(entry(rest) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,23 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     launcher = [a for a in argv[:1] if a.startswith(("--local_rank=", "--local-rank="))]
     if launcher:
         argv = argv[1:2] + launcher + argv[2:]
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_usage())
-        return 0
-    verb, rest = argv[0], argv[1:]
-    if verb not in COMMANDS:
-        print(f"lisa: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    module, func, _ = COMMANDS[verb]
-    try:
-        entry = getattr(importlib.import_module(module), func)
-    except ModuleNotFoundError as e:
-        if e.name and module.startswith(e.name):
-            print(f"lisa: the {verb!r} command is not available in this version", file=sys.stderr)
-            return 2
-        raise
-    result = entry(rest)
-    return int(result or 0)
+    return dispatch("lisa", COMMANDS, argv, ("", "Run `lisa <command> --help` for the options of a command."))
 
 
 def train_main() -> int:

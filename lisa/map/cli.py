@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 # verb -> (module, function, one-line help). Imported lazily so `lisa map --help` stays fast.
@@ -18,28 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _usage() -> str:
-    width = max(len(v) for v in COMMANDS)
-    lines = ["usage: lisa map <command> [options]", "", "commands:"]
-    lines += [f"  {verb.ljust(width)}  {text}" for verb, (_, _, text) in COMMANDS.items()]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_usage())
-        return 0
-    verb, rest = argv[0], argv[1:]
-    if verb not in COMMANDS:
-        print(f"lisa map: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    module, func, _ = COMMANDS[verb]
-    try:
-        entry = getattr(importlib.import_module(module), func)
-    except ModuleNotFoundError as e:
-        if e.name and module.startswith(e.name):
-            print(f"lisa map: the {verb!r} command is not available in this version", file=sys.stderr)
-            return 2
-        raise
-    return int(entry(rest) or 0)
+    from lisa.cli import dispatch
+
+    return dispatch("lisa map", COMMANDS, list(sys.argv[1:] if argv is None else argv))
