@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("lisa.data", "lisa.map.data", "lisa.map.gt", "lisa.map.synth")),
     ("checkpoint", ("lisa.checkpoint", "lisa.map.checkpoint")),
     ("model", ("lisa.model", "lisa.map.model")),
-    ("basics", ("lisa.tokenization", "lisa.conversation", "lisa.preprocess", "lisa.images", "lisa.dist",
+    ("basics", ("lisa.tokenization", "lisa.conversation", "lisa.preprocess", "lisa.images", "lisa.dist", "lisa.verbs",
                 "lisa.precision", "lisa.map", "lisa.map.spec")),
     ("constants", ("lisa.constants",)),
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from lisa.verbs import dispatch
+
 # verb -> (module, function, one-line help). Imported lazily so `lisa map --help` stays fast.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("lisa.map.synth.cli", "main", "write a small synthetic nuScenes tree with a map expansion"),
@@ -18,6 +20,4 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lisa.cli import dispatch
-
     return dispatch("lisa map", COMMANDS, list(sys.argv[1:] if argv is None else argv))
