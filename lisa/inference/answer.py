@@ -40,21 +40,25 @@ def encode(model, clip_pixels: torch.Tensor, sam_pixels: torch.Tensor | None = N
 @torch.no_grad()
 def answer(model, tokenizer, prompt_ids: list[int], enc: ImageEncoding, *, max_new_tokens: int,
            use_prefix: bool = False, skip_segs: int = 0, max_masks: int | None = None, binary: bool = False,
-           pick=None, on_token=None) -> Answer:
+           pick=None, on_token=None, fast=None) -> Answer:
     """Generate the answer to ``prompt_ids`` (with image tokens) about the image of ``enc`` and decode
     a mask for every ``[SEG]`` after the first ``skip_segs`` (those typed in the prompt or answered in
     earlier turns), at most ``max_masks`` of them. ``use_prefix``: keep the KV cache of the prompt's
     opening (up to the image) in ``enc`` and start from it when a later prompt shares it. ``pick`` and
-    ``on_token``: the generation loop's sampling and per-token hooks (greedy and silent when None)."""
+    ``on_token``: the generation loop's sampling and per-token hooks (greedy and silent when None).
+    ``fast``: a :class:`~lisa.model.static_decode.FastDecoding` to decode through (eager when None,
+    or when the query is longer than its largest bucket)."""
     n_prefix = image_prefix_length(prompt_ids) if use_prefix else 0
     t0 = time.perf_counter()
     if n_prefix and (enc.prefix is None or not enc.prefix.matches(prompt_ids)):
         enc.prefix = build_prefix(model, prompt_ids[:n_prefix], enc.clip_feats)
     prefix_seconds = time.perf_counter() - t0
     input_ids = torch.tensor([prompt_ids], dtype=torch.long)
-    gen = generate(model, input_ids, enc.clip_feats, max_new_tokens=max_new_tokens,
-                   eos_token_id=tokenizer.eos_token_id, prefix=enc.prefix if use_prefix else None,
-                   pick=pick, on_token=on_token)
+    args = dict(max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                prefix=enc.prefix if use_prefix else None, pick=pick, on_token=on_token)
+    gen = fast.generate(model, input_ids, enc.clip_feats, **args) if fast is not None else None
+    if gen is None:
+        gen = generate(model, input_ids, enc.clip_feats, **args)
     gen.timings["prefill"] += prefix_seconds
     logits, mask_seconds = seg_masks(model, gen, enc, skip_segs=skip_segs, max_masks=max_masks, binary=binary)
     return Answer(gen, answer_text(tokenizer, gen.new_ids), logits, mask_seconds)

@@ -42,6 +42,9 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
                     "LLaVA models, as LLaVA's cli.py)")
     ap.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None,
                     help="nucleus sampling: sample among the most likely tokens up to this probability")
+    ap.add_argument("--no_compile", action="store_true",
+                    help="on CUDA, decode eagerly and leave SAM/CLIP uncompiled (no warm-up at load); "
+                         "CPU, MPS and 4/8-bit models always run eagerly")
     ap.add_argument("--max_masks", type=int, default=MAX_MASKS,
                     help="masks decoded per answer; further [SEG]s in an answer get none")
 
@@ -59,7 +62,8 @@ def load_pipeline(args, merged_loader=None):
         sam_config=args.sam_config, load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit,
         conv_type=args.conv_type, max_new_tokens=args.max_new_tokens, model_max_length=args.model_max_length,
         revision=getattr(args, "revision", None), temperature=getattr(args, "temperature", None),
-        top_p=getattr(args, "top_p", None), max_masks=getattr(args, "max_masks", MAX_MASKS))
+        top_p=getattr(args, "top_p", None), max_masks=getattr(args, "max_masks", MAX_MASKS),
+        compile=not getattr(args, "no_compile", False))
 
 
 def _with_base(args, merged_loader):
@@ -99,4 +103,5 @@ def _with_base(args, merged_loader):
     return LisaPipeline.for_model(model.eval(), tokenizer, conv_type=args.conv_type,
                                   max_new_tokens=args.max_new_tokens, model_max_length=args.model_max_length,
                                   temperature=getattr(args, "temperature", None), top_p=getattr(args, "top_p", None),
-                                  max_masks=getattr(args, "max_masks", MAX_MASKS))
+                                  max_masks=getattr(args, "max_masks", MAX_MASKS),
+                                  compile=not getattr(args, "no_compile", False))

@@ -6,6 +6,7 @@ embedding) and reused for every later query or turn on the same image.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ from ..conversation import (
     template_for_model_name,
 )
 from ..images import EncodedImage, to_rgb_array
+from ..model.compiled import compile_encoders
 from ..model.generation import use_decoding_layout
+from ..model.static_decode import make_fast_decoding
 from ..precision import default_precision
 from ..preprocess import as_rgb_array, sam_preprocess
 from ..tokenization import escape_special_text, min_token_count
@@ -34,6 +37,7 @@ from .request import MAX_PROMPT_CHARS, GenerationRequest, Sampling, TextStream
 
 __all__ = ["MAX_PROMPT_CHARS", "LisaPipeline", "LisaResult", "PromptError", "PromptPlan", "answer_text",
            "pick_template"]
+log = logging.getLogger("lisa.inference")
 
 LLAVA_TEMPERATURE = 0.2  # LLaVA's chat samples at 0.2 by default
 
@@ -87,9 +91,13 @@ class LisaPipeline:
 
     def __init__(self, model, tokenizer, conv_type: str | None = None, max_new_tokens: int = 512,
                  cache_size: int = 8, model_max_length: int | None = None, temperature: float = 0.0,
-                 top_p: float | None = None, max_masks: int = MAX_MASKS):
+                 top_p: float | None = None, max_masks: int = MAX_MASKS, compile: bool = True,
+                 decode: str | None = None):
         self.model = model.eval()
         use_decoding_layout(self.model)
+        # on CUDA (unless compile=False): static-cache decode under a CUDA graph, compiled SAM/CLIP
+        self.fast = make_fast_decoding(self.model, compile, decode)
+        self.compiled_encoders = compile_encoders(self.model) if compile else []
         self.tokenizer = tokenizer
         self.conv_type = pick_template(model, None, conv_type)
         get_template(self.conv_type)  # validate
@@ -102,6 +110,8 @@ class LisaPipeline:
         self.model_max_length = model_max_length or getattr(tokenizer, "model_max_length", 512)
         self.lock = threading.RLock()
         self.model_dir = None  # the folder it was loaded from (a Hub id's snapshot), when known
+        graph = self.fast is not None and self.fast.graph
+        self.warmup_s = self.warm_up() if graph or self.compiled_encoders else 0.0
 
     @classmethod
     def from_pretrained(cls, path, *, precision: str | None = None, device: str | None = "auto",
@@ -109,7 +119,8 @@ class LisaPipeline:
                         load_in_4bit: bool = False, load_in_8bit: bool = False, conv_type: str | None = None,
                         max_new_tokens: int = 512, model_max_length: int = 512, cache_size: int = 8,
                         progress: bool = True, revision: str | None = None, temperature: float | None = None,
-                        top_p: float | None = None, max_masks: int = MAX_MASKS) -> "LisaPipeline":
+                        top_p: float | None = None, max_masks: int = MAX_MASKS,
+                        compile: bool = True) -> "LisaPipeline":
         """``path``: a model folder or a Hub id (``owner/name[@revision]``). ``temperature`` 0 or None:
         greedy (the default of every caller but ``lisa chat``, see :attr:`chat_temperature`)."""
         from ..checkpoint.hub import resolve_model
@@ -129,7 +140,7 @@ class LisaPipeline:
                                            model_max_length=model_max_length, progress=progress)
         pipe = cls.for_model(model, tokenizer, conv_type=conv_type, max_new_tokens=max_new_tokens,
                              cache_size=cache_size, model_max_length=model_max_length, temperature=temperature,
-                             top_p=top_p, max_masks=max_masks)
+                             top_p=top_p, max_masks=max_masks, compile=compile)
         pipe.model_dir = folder
         return pipe
 
@@ -154,6 +165,21 @@ class LisaPipeline:
     def segments(self) -> bool:
         """Whether the model answers with masks (a LISA model); a plain LLaVA model only talks."""
         return bool(self.model.config.has_seg_head)
+
+    def warm_up(self) -> float:
+        """Compile and record the CUDA paths now rather than in the first query; returns the seconds."""
+        t0 = time.perf_counter()
+        if self.compiled_encoders:
+            cfg, dev = self.model.config, self.device
+            with torch.no_grad():
+                self.model.encode_clip(torch.zeros((1, 3, cfg.clip_image_size, cfg.clip_image_size), device=dev))
+                if cfg.has_seg_head:
+                    self.model.encode_sam(torch.zeros((1, 3, cfg.sam_image_size, cfg.sam_image_size), device=dev))
+        if self.fast is not None:
+            self.fast.warm_up(self.model.config.num_image_tokens + 64 + self.max_new_tokens)
+        seconds = time.perf_counter() - t0
+        log.info("warm-up (compiled encoders, decode graph) took %.1f s", seconds)
+        return seconds
 
     @property
     def device(self) -> torch.device:
@@ -180,7 +206,7 @@ class LisaPipeline:
         t0 = time.perf_counter()
         clip_px = cfg.vision_input(arr)[None]
         t1 = time.perf_counter()
-        sam_in = sam_preprocess(arr, cfg.sam_image_size) if cfg.has_seg_head else None
+        sam_in = sam_preprocess(arr, cfg.sam_image_size, device=self.device) if cfg.has_seg_head else None
         t2 = time.perf_counter()
         enc = encode(self.model, clip_px, sam_in.pixels[None] if sam_in else None,
                      sam_in.resize if sam_in else (0, 0), arr.shape[:2], key)
@@ -271,7 +297,7 @@ class LisaPipeline:
             prep = self.prepare(request)
             out = answer(self.model, self.tokenizer, prep.ids, prep.encoding, max_new_tokens=prep.budget,
                          use_prefix=self.cache.max_items > 0, skip_segs=prep.n_old_segs, max_masks=self.max_masks,
-                         binary=True, pick=request.sampling.picker(), on_token=prep.stream)
+                         binary=True, pick=request.sampling.picker(), on_token=prep.stream, fast=self.fast)
             return self.finish(prep, out.generated, out.mask_logits, out.mask_seconds)
 
     def prepare(self, request: GenerationRequest) -> "Prepared":

@@ -1,0 +1,290 @@
+"""Greedy decoding through a preallocated static KV cache, its one-token step a CUDA graph on CUDA.
+
+On a GPU the eager decode step is launch-bound: every layer issues its kernels from Python, so a
+7B step took 25 ms where reading the weights takes 3-5. Here the KV cache is allocated once per
+length bucket (transformers' ``StaticCache``: fixed shapes, fixed addresses), the prompt is
+prefilled through it eagerly, and the one-token step (embedding, decoder, LM head, argmax) runs
+under ``torch.compile(mode="reduce-overhead")``, which records it as a CUDA graph and replays it.
+
+The [SEG] hidden states are collected as tokens are produced, as in :func:`generation.generate`,
+and a follow-up on the same image copies the image prefix's KV cache into the static buffers
+instead of prefilling it again.
+
+Attention windows:
+- ``"full"``: a step attends over the whole bucket with the positions not yet written masked out,
+  so every step has the same shapes (what a CUDA graph needs). The sums run over more (masked)
+  terms than the eager path's, so states agree to float rounding, not bit for bit.
+- ``"valid"``: a step attends over the written positions only, exactly the eager path's
+  arithmetic (same ids and the same [SEG] states, bit for bit, in fp32 on the CPU); shapes grow
+  each step, so it is not graph-capturable. CPU tests run the whole static path this way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import StaticCache
+from transformers.cache_utils import StaticLayer, get_layer_types_and_kwargs
+
+from .generation import Generated, PrefixCache
+from .splice import seg_hidden_positions, splice_image_features
+
+log = logging.getLogger("lisa.model")
+
+# KV-cache lengths with their own cache and graph; a query uses the smallest that holds it.
+BUCKETS = (256, 512, 1024, 2048, 4096, 8192)
+WINDOWS = ("full", "valid")
+
+
+def fast_decode_unsupported(model) -> str | None:
+    """Why the static-cache graph path cannot run for ``model`` (None when it can)."""
+    device = model.llm.get_input_embeddings().weight.device
+    if device.type != "cuda":
+        return f"CUDA graphs need a CUDA device (the model is on {device.type})"
+    if getattr(model, "quantization", None):
+        return f"{model.quantization} layers are not graph-captured"
+    return None
+
+
+def make_fast_decoding(model, compile: bool = True, decode: str | None = None) -> "FastDecoding | None":
+    """The decode path a pipeline uses. ``decode``: None (the CUDA-graph path where supported and
+    ``compile`` is on, else eager), "eager" (None is returned), "static" (the static cache without
+    a graph: runs anywhere, 'valid' window where the layers allow it) or "graph" (an error where
+    unsupported)."""
+    if decode is None:
+        return FastDecoding.for_model(model, compile)
+    if decode == "eager":
+        return None
+    if decode == "static":
+        return FastDecoding(model)
+    if decode == "graph":
+        reason = fast_decode_unsupported(model)
+        if reason:
+            raise ValueError(f"decode='graph' is not available: {reason}")
+        return FastDecoding(model, graph=True)
+    raise ValueError(f"decode must be None, 'eager', 'static' or 'graph', not {decode!r}")
+
+
+class _ValidWindowLayer(StaticLayer):
+    """A static layer whose update returns only the written positions (see the module docstring)."""
+
+    is_compileable = False
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        self.filled += key_states.shape[-2]
+        return keys[:, :, :self.filled], values[:, :, :self.filled]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.filled + query_length, 0
+
+
+def _plain_layers(model) -> bool:
+    """Whether every decoder layer is full attention (no sliding window), which 'valid' needs."""
+    layer_types, _ = get_layer_types_and_kwargs(model.llm.config.get_text_config(decoder=True))
+    return all(t == "full_attention" for t in layer_types)
+
+
+def _kv_shape(config) -> tuple[int, int]:
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return kv_heads, head_dim
+
+
+class StaticDecoder:
+    """A KV cache of ``capacity`` positions for one sequence and the one-token step that writes it."""
+
+    def __init__(self, model, capacity: int, *, window: str = "full", graph: bool = False,
+                 backend: str = "inductor"):
+        if window not in WINDOWS:
+            raise ValueError(f"window must be one of {WINDOWS}, not {window!r}")
+        if graph and window != "full":
+            raise ValueError("a graph-captured step needs the 'full' attention window")
+        self.model, self.capacity, self.window, self.graph = model, int(capacity), window, graph
+        llm_config = model.llm.config.get_text_config(decoder=True)
+        embed = model.llm.get_input_embeddings()
+        self.cache = StaticCache(config=llm_config, max_cache_len=self.capacity)
+        if window == "valid":
+            if any(type(layer) is not StaticLayer for layer in self.cache.layers):
+                raise ValueError("the 'valid' window supports full-attention layers only")
+            for layer in self.cache.layers:
+                layer.__class__ = _ValidWindowLayer
+                layer.filled = 0
+        kv_heads, head_dim = _kv_shape(llm_config)
+        self.cache.early_initialization(batch_size=1, num_heads=kv_heads, head_dim=head_dim,
+                                        dtype=embed.weight.dtype, device=embed.weight.device)
+        self.length = 0  # positions written
+        self._step = self._eager_step
+        if graph:
+            mode = "reduce-overhead" if backend == "inductor" else None
+            self._step = torch.compile(self._eager_step, mode=mode, fullgraph=True, backend=backend)
+
+    # ---- cache state ----------------------------------------------------------------------------
+    def reset(self, prefix: PrefixCache | None = None) -> int:
+        """Forget the cached positions (the buffers are kept, stale entries stay masked) and copy
+        ``prefix``'s keys and values in; returns the number of positions now held."""
+        n = prefix.length if prefix is not None else 0
+        if n > self.capacity:
+            raise ValueError(f"a prefix of {n} positions does not fit a {self.capacity}-position cache")
+        for i, layer in enumerate(self.cache.layers):
+            if prefix is not None:
+                src = prefix.cache.layers[i]
+                layer.keys[:, :, :n].copy_(src.keys)
+                layer.values[:, :, :n].copy_(src.values)
+            layer.cumulative_length.fill_(n)
+            if self.window == "valid":
+                layer.filled = n
+        self.length = n
+        return n
+
+    @torch.no_grad()
+    def prefill(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """Run ``inputs_embeds`` [1, n, H] through the decoder after the held positions (eagerly:
+        prompt lengths vary); returns their hidden states [1, n, H]."""
+        n = inputs_embeds.shape[1]
+        if self.length + n > self.capacity:
+            raise ValueError(f"{self.length + n} positions do not fit a {self.capacity}-position cache")
+        out = self.model.decoder(inputs_embeds=inputs_embeds, cache=self.cache, use_cache=True)
+        self.length += n
+        return out.last_hidden_state
+
+    def _eager_step(self, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden = self.model.decoder(inputs_embeds=self.model.llm.get_input_embeddings()(token),
+                                    cache=self.cache, use_cache=True).last_hidden_state[:, -1]
+        logits = self.model.lm_head(hidden)
+        return hidden, logits, logits.argmax(-1)
+
+    @torch.no_grad()
+    def step(self, token_id: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Decode one token: its hidden state [1, H], the logits [1, V] that follow and their greedy
+        choice. Under a CUDA graph the returned tensors are overwritten by the next step: use or
+        clone them first."""
+        if self.length >= self.capacity:
+            raise ValueError(f"the {self.capacity}-position cache is full")
+        device = self.cache.layers[0].keys.device
+        token = torch.tensor([[token_id]], device=device)
+        if self.graph:
+            torch.compiler.cudagraph_mark_step_begin()
+        hidden, logits, next_id = self._step(token)
+        self.length += 1
+        return hidden, logits, int(next_id)
+
+
+class FastDecoding:
+    """The static-cache decode path of one model: a :class:`StaticDecoder` per length bucket (made
+    on first use), and :meth:`generate` with the same contract as :func:`generation.generate`."""
+
+    def __init__(self, model, *, graph: bool = False, window: str | None = None, backend: str = "inductor",
+                 buckets: tuple[int, ...] = BUCKETS):
+        self.model, self.graph, self.backend = model, graph, backend
+        self.window = window or ("full" if graph or not _plain_layers(model) else "valid")
+        max_pos = int(getattr(model.llm.config, "max_position_embeddings", 0) or 0)
+        self.buckets = tuple(b for b in sorted(buckets) if not max_pos or b <= max_pos)
+        if max_pos and (not self.buckets or self.buckets[-1] < max_pos):
+            self.buckets += (max_pos,)
+        self.decoders: dict[int, StaticDecoder] = {}
+        self.warmup_s: dict[int, float] = {}
+
+    @classmethod
+    def for_model(cls, model, enabled: bool = True) -> "FastDecoding | None":
+        """The CUDA-graph path when ``enabled`` and supported, else None (the caller decodes eagerly)."""
+        if not enabled:
+            return None
+        reason = fast_decode_unsupported(model)
+        if reason:
+            log.debug("static-cache CUDA-graph decoding off: %s", reason)
+            return None
+        return cls(model, graph=True)
+
+    def bucket(self, positions: int) -> int | None:
+        return next((b for b in self.buckets if b >= positions), None)
+
+    def decoder(self, positions: int) -> StaticDecoder | None:
+        size = self.bucket(positions)
+        if size is None:
+            return None
+        if size not in self.decoders:
+            self.decoders[size] = StaticDecoder(self.model, size, window=self.window, graph=self.graph,
+                                                backend=self.backend)
+        return self.decoders[size]
+
+    @torch.no_grad()
+    def warm_up(self, positions: int = 1024, steps: int = 3) -> float:
+        """Build the bucket holding ``positions`` and run a few steps through it (on CUDA: compiles
+        and records the graph, so the first query does not pay it); returns the seconds it took."""
+        t0 = time.perf_counter()
+        dec = self.decoder(positions)
+        if dec is None:
+            return 0.0
+        dec.reset()
+        embed = self.model.llm.get_input_embeddings()
+        hidden = dec.prefill(embed(torch.ones((1, 4), dtype=torch.long, device=embed.weight.device)))
+        token = int(self.model.lm_head(hidden[:, -1]).argmax(-1))
+        for _ in range(steps):
+            _, _, token = dec.step(token)
+        dec.reset()
+        if embed.weight.device.type == "cuda":
+            torch.cuda.synchronize(embed.weight.device)
+        self.warmup_s[dec.capacity] = time.perf_counter() - t0
+        log.info("decode warm-up: the %d-position static cache and its step%s took %.1f s", dec.capacity,
+                 " graph" if self.graph else "", self.warmup_s[dec.capacity])
+        return self.warmup_s[dec.capacity]
+
+    @torch.no_grad()
+    def generate(self, model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_tokens: int = 512,
+                 eos_token_id: int | None = 2, stop_ids: tuple[int, ...] = (),
+                 prefix: PrefixCache | None = None, pick: Callable[[torch.Tensor], int] | None = None,
+                 on_token: Callable[[int], bool | None] | None = None) -> Generated | None:
+        """Like :func:`generation.generate` (``pick``: logits -> next id, default greedy; ``on_token``:
+        sees each new id, True ends early); None when the query needs more positions than the largest
+        bucket (the caller then decodes eagerly)."""
+        if input_ids.shape[0] != 1:
+            raise ValueError("generate() takes one prompt at a time")
+        seg_id = model.seg_token_id
+        embed = model.llm.get_input_embeddings()
+        input_ids = input_ids.to(embed.weight.device)
+        t0 = time.perf_counter()
+        start, reuse = 0, None
+        if prefix is not None and prefix.matches(input_ids[0].tolist()):
+            start, reuse = len(prefix.ids), prefix
+        rest = input_ids[:, start:]
+        n_img = int((rest == -200).sum())
+        spliced = splice_image_features(rest, embed, [clip_feats] * n_img)
+        past_len = reuse.length if reuse is not None else 0
+        dec = self.decoder(past_len + spliced.inputs_embeds.shape[1] + max_new_tokens)
+        if dec is None:
+            return None
+        dec.reset(reuse)
+        hidden = dec.prefill(spliced.inputs_embeds)
+        seg_hidden = []
+        if seg_id is not None:
+            pos = seg_hidden_positions(rest, spliced.span_end, seg_id)[0]
+            if pos.numel():
+                seg_hidden.append(hidden[0, pos])
+        last = hidden[:, -1]
+        timings = {"prefill": time.perf_counter() - t0}
+        new_ids: list[int] = []
+        token_times: list[float] = []
+        stops = set(stop_ids) | ({eos_token_id} if eos_token_id is not None else set())
+        t_prev = time.perf_counter()
+        logits = model.lm_head(last)
+        greedy = int(logits.argmax(-1))
+        while max_new_tokens > 0:
+            next_id = greedy if pick is None else pick(logits)
+            new_ids.append(next_id)
+            if seg_id is not None and next_id == seg_id:
+                seg_hidden.append(last.clone())  # a graph replay overwrites ``last``
+            now = time.perf_counter()
+            token_times.append(now - t_prev)  # token k: decoder step of token k-1 + its LM head
+            t_prev = now
+            stop_here = on_token is not None and bool(on_token(next_id))
+            if stop_here or next_id in stops or len(new_ids) >= max_new_tokens:
+                break
+            last, logits, greedy = dec.step(next_id)
+        timings["decode"] = sum(token_times)
+        h = torch.cat(seg_hidden, 0) if seg_hidden else hidden.new_zeros((0, hidden.shape[-1]))
+        return Generated(input_ids[0].tolist(), new_ids, h, timings, token_times)
