@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..inference.pipeline import MAX_PROMPT_CHARS
+from ..inference.request import MAX_PROMPT_CHARS
 
 
 def build_parser() -> argparse.ArgumentParser:
