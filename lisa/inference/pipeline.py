@@ -24,6 +24,7 @@ from ..conversation import (
     template_for_model_name,
 )
 from ..images import EncodedImage, to_rgb_array
+from ..model.allocator import reuse_freed_memory
 from ..model.compiled import compile_encoders
 from ..model.generation import use_decoding_layout
 from ..model.static_decode import make_fast_decoding
@@ -95,6 +96,7 @@ class LisaPipeline:
                  decode: str | None = None):
         self.model = model.eval()
         use_decoding_layout(self.model)
+        reuse_freed_memory()
         # on CUDA (unless compile=False): static-cache decode under a CUDA graph, compiled SAM/CLIP
         self.fast = make_fast_decoding(self.model, compile, decode)
         self.compiled_encoders = compile_encoders(self.model) if compile else []
