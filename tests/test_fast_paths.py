@@ -40,3 +40,34 @@ def test_allocator_policy_keeps_results():
         assert reuse_freed_memory() == first  # once per process
         after = sam.vision_encoder(x).last_hidden_state
     assert torch.equal(before, after)
+
+
+def test_images_without_seg_skip_sam_with_the_same_loss_and_gradients(tiny_model, monkeypatch):
+    import copy
+
+    from test_model_forward import _batch, _images
+
+    model, tok = tiny_model
+    model = copy.deepcopy(model).train()
+    for p in model.sam.vision_encoder.parameters():
+        p.requires_grad_(True)  # even a trained encoder: skipped images had zero gradients
+    with torch.no_grad():
+        for p in model.sam.vision_encoder.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    seen = []
+    model.sam.vision_encoder.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    batch = _batch(model, tok, _images(), [[("Segment it.", "[SEG].")], [("Colour?", "Red.")],
+                                           [("And this?", "[SEG] and [SEG].")]])
+    results = []
+    for skip in (True, False):
+        monkeypatch.setattr(type(model), "skip_unprompted_images", skip)
+        model.zero_grad(set_to_none=True)
+        out = model(**batch)
+        out["loss"].backward()
+        results.append((out["loss"].detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                               if p.grad is not None}))
+    assert seen == [2, 3]  # the image without [SEG] was not encoded
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.equal(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and any(k.startswith("sam.vision_encoder.") for k in grads_a)
+    assert all(torch.equal(grads_a[k], grads_b[k]) for k in grads_a)
