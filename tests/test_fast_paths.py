@@ -71,3 +71,26 @@ def test_images_without_seg_skip_sam_with_the_same_loss_and_gradients(tiny_model
     assert torch.equal(loss_a, loss_b)
     assert grads_a.keys() == grads_b.keys() and any(k.startswith("sam.vision_encoder.") for k in grads_a)
     assert all(torch.equal(grads_a[k], grads_b[k]) for k in grads_a)
+
+
+def test_layer_loop_step_is_bit_identical_to_the_decoder_forward(tiny_model, rgb_image):
+    from test_static_decode import _ForceSeg, _ids
+
+    from lisa.model.generation import build_prefix, generate, image_prefix_length
+    from lisa.model.layer_step import layer_loop_step
+    from lisa.preprocess import clip_preprocess
+
+    model, tok = tiny_model
+    assert layer_loop_step(model, 16) is not None
+    ids = _ids(tok)
+    with torch.no_grad():
+        feats = model.encode_clip(clip_preprocess(rgb_image, model.config.clip_image_size)[None])[0]
+    prefix = build_prefix(model, ids[0].tolist()[:image_prefix_length(ids[0].tolist())], feats)
+    for pre in (None, prefix):
+        runs = []
+        for lean in (True, False):
+            with _ForceSeg(model, 3):
+                runs.append(generate(model, ids, feats, max_new_tokens=12, eos_token_id=None, prefix=pre,
+                                     use_layer_step=lean))
+        assert runs[0].new_ids == runs[1].new_ids and runs[0].new_ids.count(model.seg_token_id) >= 3
+        assert torch.equal(runs[0].seg_hidden, runs[1].seg_hidden)
