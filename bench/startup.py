@@ -80,10 +80,13 @@ def main(argv=None) -> int:
     chat = [sys.executable, "-m", "lisa", "chat", "--version", a.version, "--image", a.image, "--prompt", a.prompt,
             "--max_new_tokens", str(a.max_new_tokens), "--vis_save_path", str(tmp / "vis"), *a.extra]
     print(f"load average before: {load()}")
-    rows = {"lisa chat, first answer": [time_until(chat, "text_output:", env) for _ in range(a.runs)]}
+    commands = {"lisa chat, first answer": (chat, "text_output:")}
     if not a.no_floors:
-        for name, code in FLOORS.items():
-            rows[name] = [time_until([sys.executable, "-c", code], None, env) for _ in range(a.runs)]
+        commands.update({name: ([sys.executable, "-c", code], None) for name, code in FLOORS.items()})
+    rows = {name: [] for name in commands}
+    for _ in range(a.runs):  # interleaved, so a change in the machine's load touches every row alike
+        for name, (cmd, marker) in commands.items():
+            rows[name].append(time_until(cmd, marker, env))
     print(f"load average after: {load()}")
     print(f"{'(s, ' + str(a.runs) + ' fresh processes)':<40}{'median':>8}{'min':>8}{'max':>8}")
     for name, v in rows.items():

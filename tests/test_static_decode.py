@@ -185,3 +185,18 @@ def test_sam_preprocess_on_cuda_is_the_same(rgb_image):
     a = sam_preprocess(rgb_image, 128)
     b = sam_preprocess(rgb_image, 128, device="cuda")
     assert torch.equal(a.pixels, b.pixels.cpu())
+
+
+def test_no_compile_flag_reaches_the_pipeline(monkeypatch):
+    import argparse
+
+    from lisa.inference import flags, pipeline
+
+    seen = {}
+    monkeypatch.setattr(pipeline.LisaPipeline, "from_pretrained", classmethod(lambda cls, path, **kw: seen.update(kw)))
+    ap = argparse.ArgumentParser()
+    flags.add_model_args(ap)
+    flags.load_pipeline(ap.parse_args(["--version", "m"]))
+    assert seen["compile"] is True
+    flags.load_pipeline(ap.parse_args(["--version", "m", "--no_compile"]))
+    assert seen["compile"] is False
