@@ -200,3 +200,21 @@ def test_no_compile_flag_reaches_the_pipeline(monkeypatch):
     assert seen["compile"] is True
     flags.load_pipeline(ap.parse_args(["--version", "m", "--no_compile"]))
     assert seen["compile"] is False
+
+
+def test_static_decode_takes_a_picker_and_a_token_callback(tiny_model, feats):
+    model, tok = tiny_model
+    ids = _ids(tok)
+
+    def second_best(logits):
+        return int(logits.topk(2, dim=-1).indices[0, 1])
+
+    runs = []
+    for fast in (None, FastDecoding(model), FastDecoding(model, window="full")):
+        seen = []
+        kwargs = dict(max_new_tokens=12, eos_token_id=None, pick=second_best,
+                      on_token=lambda i: seen.append(i) or len(seen) >= 5)
+        gen = fast.generate(model, ids, feats, **kwargs) if fast else generate(model, ids, feats, **kwargs)
+        assert gen.new_ids == seen and len(seen) == 5
+        runs.append(gen.new_ids)
+    assert runs[0] == runs[1] == runs[2]
