@@ -218,3 +218,20 @@ def test_static_decode_takes_a_picker_and_a_token_callback(tiny_model, feats):
         assert gen.new_ids == seen and len(seen) == 5
         runs.append(gen.new_ids)
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_serve_model_specs_carry_no_compile(monkeypatch, tiny_ckpt):
+    from lisa.inference import flags
+    from lisa.serve.models import parse_spec
+
+    seen = []
+
+    class Loaded:
+        class cache:
+            max_items = 0
+
+    monkeypatch.setattr(flags, "load_pipeline", lambda args: seen.append(args.no_compile) or Loaded())
+    parse_spec(f"{tiny_ckpt}:name=a,no_compile=true").load()
+    parse_spec(f"{tiny_ckpt}:name=b").with_defaults({"no_compile": True}).load()
+    parse_spec(f"{tiny_ckpt}:name=c").with_defaults({"no_compile": False}).load()
+    assert seen == [True, True, False]

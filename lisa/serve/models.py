@@ -5,7 +5,8 @@ by commas, e.g. ``ckpt/lisa-7b:name=lisa,precision=bf16,replicas=2`` or ``llava-
 Keys: ``name`` (default: the folder's name), ``precision`` (fp32, bf16, fp16), ``quant`` (4bit,
 8bit), ``replicas``, ``num_gpus`` and ``num_cpus`` (per replica, under Ray Serve; fractions allowed),
 ``max_queue``, ``device``, ``conv_type``, ``vision_tower``, ``sam_config``, ``model_max_length``,
-``revision`` (of a Hub id; ``owner/name@revision`` works too), ``max_masks`` (per answer).
+``revision`` (of a Hub id; ``owner/name@revision`` works too), ``max_masks`` (per answer),
+``no_compile`` (true: eager on CUDA).
 A models file (``.json``, or ``.yaml`` when PyYAML is installed) holds a list of objects with
 ``path`` and the same keys (or ``{"models": [...]}``); relative paths are taken from the file's folder.
 Keys a spec leaves out come from the command's flags (``--precision``, ``--load_in_4bit``, ...).
@@ -42,6 +43,7 @@ class ModelSpec:
     sam_config: str | None = None
     model_max_length: int | None = None
     revision: str | None = None  # of a Hub id (or write owner/name@revision)
+    no_compile: bool | None = None  # on CUDA: eager decoding, uncompiled SAM/CLIP (lisa serve --no_compile)
     max_masks: int | None = None  # masks decoded per answer
 
     def __post_init__(self):
@@ -83,6 +85,8 @@ class ModelSpec:
         for key in ("num_gpus", "num_cpus"):
             if values.get(key) is not None:
                 values[key] = _convert(values[key], float, key, where)
+        if isinstance(values.get("no_compile"), str):
+            values["no_compile"] = values["no_compile"].lower() in ("1", "true", "yes", "on")
         return cls(**{k: str(v) if known[k] in ("str", "str | None") and v is not None else v
                       for k, v in values.items()})
 
@@ -103,7 +107,7 @@ class ModelSpec:
             sam_config=self.sam_config, load_in_4bit=self.quant == "4bit", load_in_8bit=self.quant == "8bit",
             conv_type=self.conv_type or "llava_v1", max_new_tokens=max_new_tokens,
             model_max_length=self.model_max_length or 512, revision=self.revision,
-            max_masks=MAX_MASKS if self.max_masks is None else self.max_masks)
+            max_masks=MAX_MASKS if self.max_masks is None else self.max_masks, no_compile=bool(self.no_compile))
         pipe = load_pipeline(flags)
         pipe.cache.max_items = cache_size
         return pipe
