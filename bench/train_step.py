@@ -137,6 +137,7 @@ def main(argv=None) -> int:
 
     from lisa.checkpoint.tiny import TINY_TEXTS
     from lisa.model.allocator import reuse_freed_memory
+    from lisa.model.sam_attention import BandedRelPosAttention
     from lisa.tokenization import add_lisa_tokens, train_llama_style_tokenizer
     from lisa.train.model_setup import LoraSettings, apply_lora, enable_checkpointing, set_trainable
 
@@ -166,7 +167,9 @@ def main(argv=None) -> int:
     ours = step(lambda: model(**batch)["loss"])
     rows = {}
     if a.baseline:  # first, in the plain process state the original runs in
+        BandedRelPosAttention.reuse_bias_buffer = False  # a fresh bias tensor per band, as before
         rows["original algorithm"] = time_steps(step(lambda: original_forward(model, **batch)), a.runs)
+        BandedRelPosAttention.reuse_bias_buffer = True
     if not a.plain_allocator:
         reuse_freed_memory()  # as lisa train does
     if a.profile:
