@@ -5,15 +5,17 @@
 
 Each run is a fresh `python -m lisa chat --image ... --prompt ...` process; the clock stops when its
 first answer line ("text_output: ...") arrives on stdout. For reference it also times fresh
-processes that only `import torch` and only import the transformers model classes LISA builds on
-(the floor any answer pays), and prints the machine's load average (the figures are wall-clock
-times: other processes on the machine slow them).
+processes that only import torch, torch and transformers' top level, and everything `lisa chat`
+imports (torch, transformers' LLaMA, CLIP and SAM classes, this package) without loading a model or
+answering; runs are interleaved, and the machine's load average is printed (the figures are
+wall-clock times: other processes on the machine slow them).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,14 +25,15 @@ from pathlib import Path
 
 FLOORS = {
     "import torch": "import torch",
-    "import transformers' Llama, CLIP, SAM": ("import transformers.models.llama.modeling_llama, "
-                                              "transformers.models.clip.modeling_clip, "
-                                              "transformers.models.sam.modeling_sam"),
+    "import torch, transformers": "import torch, transformers",
+    "lisa chat's imports only": "import lisa.chat.cli, lisa.inference.pipeline, lisa.checkpoint.loader",
 }
 
 
-def time_until(cmd: list[str], marker: str | None, env: dict) -> float:
-    """Seconds from spawning ``cmd`` to the first stdout line starting with ``marker`` (or its exit)."""
+def time_until(cmd: list[str], marker: str | None, env: dict) -> tuple[float, float]:
+    """Seconds from spawning ``cmd`` to the first stdout line starting with ``marker`` (or its exit),
+    and the CPU seconds (user + system) the whole process used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     took = None
@@ -42,7 +45,9 @@ def time_until(cmd: list[str], marker: str | None, env: dict) -> float:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr.read()}")
     if marker and took is None:
         raise RuntimeError(f"no line starting with {marker!r} in the output of {' '.join(cmd)}")
-    return took if took is not None else time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return (took if took is not None else time.perf_counter() - t0), cpu
 
 
 def load() -> str:
@@ -88,9 +93,12 @@ def main(argv=None) -> int:
         for name, (cmd, marker) in commands.items():
             rows[name].append(time_until(cmd, marker, env))
     print(f"load average after: {load()}")
-    print(f"{'(s, ' + str(a.runs) + ' fresh processes)':<40}{'median':>8}{'min':>8}{'max':>8}")
+    print(f"{'(s, ' + str(a.runs) + ' fresh processes)':<40}{'median':>8}{'min':>8}{'max':>8}{'CPU s':>8}")
     for name, v in rows.items():
-        print(f"{name:<40}{statistics.median(v):>8.2f}{min(v):>8.2f}{max(v):>8.2f}")
+        wall = [w for w, _ in v]
+        print(f"{name:<40}{statistics.median(wall):>8.2f}{min(wall):>8.2f}{max(wall):>8.2f}"
+              f"{statistics.median(c for _, c in v):>8.2f}")
+    print("(CPU s: user + system time of the whole process, less sensitive to other load than the wall clock)")
     return 0
 
 

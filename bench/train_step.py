@@ -130,6 +130,9 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true", help="print the per-op profile of one step")
     ap.add_argument("--plain_allocator", action="store_true",
                     help="leave glibc's allocation policy as it is (lisa train raises its thresholds)")
+    ap.add_argument("--as_before", action="store_true",
+                    help="time the step without this project's CPU step changes (allocator policy, SAM bias "
+                         "buffer, no SAM encoding of images without [SEG]), to compare")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -170,7 +173,10 @@ def main(argv=None) -> int:
         BandedRelPosAttention.reuse_bias_buffer = False  # a fresh bias tensor per band, as before
         rows["original algorithm"] = time_steps(step(lambda: original_forward(model, **batch)), a.runs)
         BandedRelPosAttention.reuse_bias_buffer = True
-    if not a.plain_allocator:
+    if a.as_before:
+        BandedRelPosAttention.reuse_bias_buffer = False
+        type(model).skip_unprompted_images = False
+    elif not a.plain_allocator:
         reuse_freed_memory()  # as lisa train does
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
