@@ -47,16 +47,7 @@ def build_batch(model_config, tokenizer, data_dir: Path, batch_size: int, seed: 
 
 
 def prepare(model, batch, dtype):
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            out[k] = v
-        elif isinstance(v, list) and v and isinstance(v[0], torch.Tensor):
-            out[k] = list(v)
-        else:
-            out[k] = v
-    out["images"], out["images_clip"] = out["images"].to(dtype), out["images_clip"].to(dtype)
-    return out
+    return batch.to("cpu", dtype)
 
 
 def original_forward(model, images_clip, input_ids, offset, images, labels, attention_mask, masks_list,
