@@ -1,4 +1,4 @@
-"""Greedy decoding through a preallocated static KV cache, its one-token step a CUDA graph on CUDA.
+"""Decoding through a preallocated static KV cache, its one-token step a CUDA graph on CUDA.
 
 On a GPU the eager decode step is launch-bound: every layer issues its kernels from Python, so a
 7B step took 25 ms where reading the weights takes 3-5. Here the KV cache is allocated once per
