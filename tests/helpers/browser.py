@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -23,13 +25,14 @@ class Browser:
     """``with Browser() as b: page = b.open(url); page.eval("document.title")``."""
 
     def __init__(self, width: int = 1280, height: int = 900):
-        self.profile = tempfile.TemporaryDirectory(prefix="lisa-chromium-")
+        self.profile = tempfile.TemporaryDirectory(prefix="lisa-chromium-", ignore_cleanup_errors=True)
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", f"--window-size={width},{height}", "--remote-debugging-port=0",
                  f"--user-data-dir={self.profile.name}", "about:blank"]
+        # its own process group: chromium's helpers (zygote, crash handler) are stopped with it
         self.proc = subprocess.Popen([find_chromium(), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, start_new_session=True)
         url = None
         deadline = time.monotonic() + 60
         while url is None and time.monotonic() < deadline:
@@ -68,12 +71,28 @@ class Browser:
         try:
             self.ws.close()
         finally:
-            self.proc.terminate()
+            self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.profile.cleanup()
+                pass
+            # helpers that outlive the browser keep writing into the profile while it is removed
+            self._signal_group(signal.SIGKILL)
+            self.proc.wait()
+            for _ in range(20):
+                try:
+                    shutil.rmtree(self.profile.name)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def __enter__(self) -> "Browser":
         return self
