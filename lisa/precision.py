@@ -24,3 +24,9 @@ def default_precision(on_cuda: bool | None = None) -> str:
     if on_cuda is None:
         on_cuda = torch.cuda.is_available()
     return "bf16" if on_cuda else "fp32"
+
+
+def half_dtype(precision) -> torch.dtype | None:
+    """The 16-bit dtype of ``bf16`` / ``fp16``; None for ``fp32`` (or None): nothing to cast."""
+    dtype = to_dtype(precision)
+    return None if dtype in (None, torch.float32) else dtype

@@ -23,3 +23,16 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             pick_device("cuda")
+
+
+def test_the_precision_table_names_and_errors():
+    from lisa.precision import PRECISIONS, default_precision, half_dtype, to_dtype
+
+    assert PRECISIONS == ("fp32", "bf16", "fp16")
+    assert [to_dtype(p) for p in PRECISIONS] == [torch.float32, torch.bfloat16, torch.float16]
+    assert to_dtype("bfloat16") is torch.bfloat16 and to_dtype(None) is None
+    assert to_dtype(torch.float16) is torch.float16
+    assert [half_dtype(p) for p in (None, "fp32", "bf16", "fp16")] == [None, None, torch.bfloat16, torch.float16]
+    assert default_precision(True) == "bf16" and default_precision(False) == "fp32"
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; choose fp32, bf16 or fp16"):
+        to_dtype("fp8")

@@ -13,15 +13,12 @@ shape" 0.5). This stage teaches both on the kind maps of :mod:`lisa.demo.semanti
   the image (standardised; weight ``area``);
 - an L2 pull (``hold``) keeps the colour, constant and position channels at the untrained
   encoder's outputs, which the mask decoder's colour path reads; without it kind overwrites colour;
-- the learning rate stays constant after the warm-up (kind appears late: at 1e-3, 0.74 of the
-  shape pixels' kinds right after 700 steps, 0.87 after 800, 0.96 after 900).
+- the learning rate stays constant after the warm-up (kind appears late in the pretraining).
 
-Measured (bench/sam_pretrain.py, bench/demo_experiment.py; issue #5 notes): the demo's 700 steps
-at 2e-3 get 0.96 of the shape pixels' kinds right and the area within 0.14 standard deviations
-(mean squared), as 900 steps at 1e-3 do, in 78% of the time (and LISA training learns as much after
-either); 600 steps at 3e-3 leave the area at 0.18 and the smallest shape suffers later. LISA
+The demo's 700 steps at 2e-3 learn kind and area as well as 900 steps at 1e-3, in less time; LISA
 training then trains only the encoder's last layer and neck, at 0.3x its learning rate: with the
-whole encoder at the full rate it forgets the kind (lisa/demo/recipe.py).
+whole encoder at the full rate it forgets the kind (lisa/demo/recipe.py). The measurements behind
+these choices are in docs/demo.md.
 """
 
 from __future__ import annotations

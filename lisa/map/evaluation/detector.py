@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ...precision import half_dtype
 from ..inference.predictor import as_eval_vectors, predict, results_json
 from ..model.decode import MapPrediction
 
@@ -56,7 +57,7 @@ def evaluate_checkpoint(opts: CheckpointEval, results_path: str | Path | None = 
     from ..data.nuscenes import NuScenesMapDataset
     from ..inference.gt_cache import load_or_build_gt
 
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[opts.precision]
+    dtype = half_dtype(opts.precision)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     model = load_detector(opts.checkpoint, dtype=dtype, device=device)
     cache = load_or_build_gt(opts.dataroot, opts.version, opts.split, opts.split_file, opts.gt_cache_dir,

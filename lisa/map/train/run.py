@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ... import dist
+from ...precision import half_dtype
 from ..checkpoint.build import build_from_config
 from ..model.config import preset_config
 from ..model.losses import LossWeights, SetCriterion
@@ -28,7 +29,6 @@ from .options import TrainOptions
 from .state import atomic_write, default_run_dir, has_train_state, load_train_state, publish
 
 log = logging.getLogger("lisa.map.train")
-HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def seed_everything(seed: int) -> None:
@@ -42,7 +42,7 @@ def build_model(opts: TrainOptions):
                         qformer_pretrained=opts.qformer_pretrained, image_size=opts.image_size)
     weights = LossWeights(cls=opts.cls_weight, pts=opts.pts_weight, dir=opts.dir_weight,
                           noobj_weight=opts.noobj_weight, aux=opts.aux_loss)
-    dtype = HALF.get(opts.precision)
+    dtype = half_dtype(opts.precision)
     if opts.init_from:
         from ..checkpoint.io import load_detector
 
@@ -118,7 +118,7 @@ def run(opts: TrainOptions | dict, *, train_set=None, collate_fn=None, validate=
         if not opts.resume:
             write_config(run_dir, opts, model)
     trainer = MapTrainer(model, opts, run_dir, train_set, collate_fn, optimizer, None, scaler, writer,
-                         None if opts.no_eval else validate, on_step, device, HALF.get(opts.precision), engine=engine)
+                         None if opts.no_eval else validate, on_step, device, half_dtype(opts.precision), engine=engine)
     trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(opts.warmup_steps,
                                                                                    trainer.total_steps))
     if opts.resume:
