@@ -120,3 +120,15 @@ def test_model_base_applies_a_llava_lora_adapter_folder(tmp_path_factory, tmp_pa
         torch.testing.assert_close(pipe.model.llm.get_parameter(name), p, rtol=0, atol=0, msg=name)
     assert torch.equal(pipe.model.mm_projector[0].weight, projector["base_model.model.model.mm_projector.0.weight"])
     assert len(pipe(IMAGE, "Describe it.").output_ids) >= 1
+
+    # lisa serve: --model-base reaches a served model, as a flag or a spec's model_base key
+    from lisa.serve.cli import build_parser, model_defaults
+    from lisa.serve.models import model_specs
+
+    serve_args = build_parser().parse_args(["--version", str(lora_dir), "--model-base", str(base), "--device", "cpu"])
+    (spec,) = [s.with_defaults(model_defaults(serve_args)) for s in model_specs(None, serve_args.version)]
+    assert spec.model_base == str(base)
+    (spec,) = model_specs([f"{lora_dir}:name=task,model_base={base},device=cpu"])
+    served = spec.load(max_new_tokens=3)
+    for name, p in merged.named_parameters():
+        torch.testing.assert_close(served.model.llm.get_parameter(name), p, rtol=0, atol=0, msg=name)

@@ -88,7 +88,7 @@ def test_a_spec_loads_through_the_model_flags_loader(monkeypatch, tiny_ckpt):
         class cache:
             max_items = 0
 
-    monkeypatch.setattr(flags, "load_pipeline", lambda args: seen.append(args) or Loaded())
+    monkeypatch.setattr(flags, "load_pipeline", lambda args, merged_loader=None: seen.append(args) or Loaded())
     spec = parse_spec(f"{tiny_ckpt}:name=llava,quant=4bit,precision=fp16,conv_type=llava_llama_2")
     pipe = spec.with_defaults({"device": "cpu"}).load(max_new_tokens=77, cache_size=3)
     (args,) = seen

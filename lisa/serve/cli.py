@@ -76,7 +76,8 @@ def model_defaults(args) -> dict:
     return {"precision": args.precision, "quant": quant, "device": args.device, "conv_type": args.conv_type,
             "vision_tower": args.vision_tower, "sam_config": args.sam_config,
             "model_max_length": args.model_max_length, "num_gpus": args.num_gpus, "num_cpus": args.num_cpus,
-            "revision": args.revision, "max_masks": args.max_masks, "no_compile": args.no_compile}
+            "revision": args.revision, "max_masks": args.max_masks, "no_compile": args.no_compile,
+            "model_base": args.model_base}
 
 
 def main(argv=None) -> int:

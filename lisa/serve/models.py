@@ -6,7 +6,8 @@ Keys: ``name`` (default: the folder's name), ``precision`` (fp32, bf16, fp16), `
 8bit), ``replicas``, ``num_gpus`` and ``num_cpus`` (per replica, under Ray Serve; fractions allowed),
 ``max_queue``, ``device``, ``conv_type``, ``vision_tower``, ``sam_config``, ``model_max_length``,
 ``revision`` (of a Hub id; ``owner/name@revision`` works too), ``max_masks`` (per answer),
-``no_compile`` (true: eager on CUDA).
+``no_compile`` (true: eager on CUDA), ``model_base`` (the base model when the path is a LoRA folder:
+LLaVA's adapter folder or a ``lisa train`` run, applied in memory as ``--model-base`` does).
 A models file (``.json``, or ``.yaml`` when PyYAML is installed) holds a list of objects with
 ``path`` and the same keys (or ``{"models": [...]}``); relative paths are taken from the file's folder.
 Keys a spec leaves out come from the command's flags (``--precision``, ``--load_in_4bit``, ...).
@@ -45,6 +46,7 @@ class ModelSpec:
     revision: str | None = None  # of a Hub id (or write owner/name@revision)
     no_compile: bool | None = None  # on CUDA: eager decoding, uncompiled SAM/CLIP (lisa serve --no_compile)
     max_masks: int | None = None  # masks decoded per answer
+    model_base: str | None = None  # the base model when ``path`` is a LoRA folder
 
     def __post_init__(self):
         where = f"model {self.path!r}"
@@ -100,15 +102,17 @@ class ModelSpec:
 
     def load(self, max_new_tokens: int = 512, cache_size: int = 8):
         """The pipeline, loaded as ``lisa chat`` and ``lisa app`` load theirs (the model flags' loader)."""
+        from ..export import load_merged
         from ..inference.flags import load_pipeline
 
         flags = argparse.Namespace(
-            version=self.path, precision=self.precision, device=self.device or "auto", vision_tower=self.vision_tower,
+            version=self.path, model_base=self.model_base, precision=self.precision, device=self.device or "auto",
+            vision_tower=self.vision_tower,
             sam_config=self.sam_config, load_in_4bit=self.quant == "4bit", load_in_8bit=self.quant == "8bit",
             conv_type=self.conv_type or "llava_v1", max_new_tokens=max_new_tokens,
             model_max_length=self.model_max_length or 512, revision=self.revision,
             max_masks=MAX_MASKS if self.max_masks is None else self.max_masks, no_compile=bool(self.no_compile))
-        pipe = load_pipeline(flags)
+        pipe = load_pipeline(flags, merged_loader=load_merged)
         pipe.cache.max_items = cache_size
         return pipe
 
@@ -150,9 +154,10 @@ def read_models_file(path: str | Path) -> list[ModelSpec]:
     specs = []
     for i, item in enumerate(data):
         item = dict(item) if isinstance(item, dict) else {"path": item}
-        local = path.parent / str(item.get("path") or "")
-        if item.get("path") and not Path(str(item["path"])).is_absolute() and local.exists():
-            item["path"] = str(local)
+        for key in ("path", "model_base"):  # relative to the file's folder when they are there
+            local = path.parent / str(item.get(key) or "")
+            if item.get(key) and not Path(str(item[key])).is_absolute() and local.exists():
+                item[key] = str(local)
         specs.append(ModelSpec.from_dict(item, f"{path}: models[{i}]"))
     return specs
 
