@@ -138,11 +138,14 @@ def _bnb_4bit_runs_here() -> str | None:
         return f"bitsandbytes 4-bit does not run on this CPU: {type(e).__name__}: {e}"
 
 
-def test_qlora_trains_lora_on_a_4bit_base(tmp_path_factory):
+@pytest.mark.parametrize("bits", [4, 8])
+def test_qlora_trains_lora_on_a_quantized_base(tmp_path_factory, bits):
     reason = _bnb_4bit_runs_here()
     if reason:
         pytest.skip(reason)
     import bitsandbytes as bnb
+
+    kind, stored = (bnb.nn.Linear4bit, torch.uint8) if bits == 4 else (bnb.nn.Linear8bitLt, torch.int8)
 
     from lisa.checkpoint.loader import load_pretrained
     from lisa.export import export
@@ -155,12 +158,12 @@ def test_qlora_trains_lora_on_a_4bit_base(tmp_path_factory):
         layer = trainer.engine.module.llm.model.layers[1].mlp.down_proj
         seen.append((layer.base_layer, layer.base_layer.weight.detach().clone(),
                      layer.lora_B.default.weight.detach().clone(), layer.lora_B.default.weight.requires_grad))
-    args = plain_args(base, _data(tmp_path_factory), tmp_path_factory.mktemp("qlora"), exp_name="q", bits=4,
+    args = plain_args(base, _data(tmp_path_factory), tmp_path_factory.mktemp("qlora"), exp_name="q", bits=bits,
                       lora_target_modules="q_proj,v_proj,down_proj", lr_scheduler="cosine", warmup_ratio=0.0)
     run_dir = run(args, on_step=watch)
     for layer, weight, _, trainable in seen:
-        assert isinstance(layer, bnb.nn.Linear4bit) and weight.dtype == torch.uint8 and trainable
-        assert torch.equal(weight, seen[0][1])  # the 4-bit base never changes
+        assert isinstance(layer, kind) and weight.dtype == stored and trainable
+        assert torch.equal(weight, seen[0][1])  # the quantized base never changes
     assert not torch.equal(seen[0][2], seen[-1][2])  # the LoRA weights train
     # the export merges the LoRA onto the base's full-precision weights
     merged, _ = load_pretrained(export(run_dir, run_dir / "merged", precision="fp32", progress=False),
