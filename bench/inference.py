@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import time
 
 import numpy as np
@@ -57,10 +58,16 @@ PRESETS = {
                    clip=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                              image_size=224, patch_size=14),
                    sam=dict(preset="vit_h"), vocab=32004),
+    "lisa13b": dict(llm=dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40),
+                    clip=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                              image_size=224, patch_size=14),
+                    sam=dict(preset="vit_h"), vocab=32004),
 }
 
 
-def build(preset: str, dtype: torch.dtype, device: str) -> LisaForSegmentation:
+def build(preset: str, dtype: torch.dtype, device: str, quant: str | None = None) -> LisaForSegmentation:
+    """The preset with random weights; ``quant`` ("4bit", "8bit"): the LLM decoder's linear layers
+    through bitsandbytes as LisaPipeline loads them (built on the CPU first, quantized on the move)."""
     p = PRESETS[preset]
     llm = dict(model_type="llama", vocab_size=p["vocab"], max_position_embeddings=2048, rms_norm_eps=1e-6,
                num_key_value_heads=p["llm"]["num_attention_heads"], **p["llm"])
@@ -69,11 +76,40 @@ def build(preset: str, dtype: torch.dtype, device: str) -> LisaForSegmentation:
     cfg = LisaConfig(llm=llm, vision=clip, sam=sam, mm_hidden_size=clip["hidden_size"],
                      out_dim=sam["prompt_encoder_config"]["hidden_size"])
     from transformers.initialization import no_init_weights
-    with torch.device(device), no_init_weights():
+    with torch.device("cpu" if quant else device), no_init_weights():
         model = LisaForSegmentation(cfg, seg_token_id=p["vocab"] - 1)
     for prm in model.parameters():
         prm.data.normal_(0, 0.02)
-    return model.to(dtype).eval()
+    model = model.to(dtype)
+    if quant:
+        from lisa.model.quantize import quantize_llm
+
+        quantize_llm(model, quant, device)  # sets model.quantization: no graph for these layers
+    return model.eval()
+
+
+def memory_report(device: str) -> str:
+    """The footprint as users see it: on CUDA what torch holds for tensors (allocated), what its
+    caching allocator took from the driver (reserved) and what the driver reports for this process
+    (nvidia-smi's figure, which adds the CUDA context); on a CPU the process' peak resident set."""
+    if not device.startswith("cuda"):
+        import resource
+
+        return f"peak resident set {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    dev = torch.device(device)
+    parts = [f"allocated {torch.cuda.memory_allocated(dev) / 2**30:.2f} GiB "
+             f"(peak {torch.cuda.max_memory_allocated(dev) / 2**30:.2f})",
+             f"reserved {torch.cuda.memory_reserved(dev) / 2**30:.2f} GiB "
+             f"(peak {torch.cuda.max_memory_reserved(dev) / 2**30:.2f})"]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30).stdout
+        rows = [line.split(",") for line in out.splitlines()]
+        mine = [used.strip() for pid, used, *_ in rows if pid.strip() == str(os.getpid())]
+        parts.append(f"nvidia-smi {int(mine[0]) / 1024:.2f} GiB" if mine else "nvidia-smi: this process not listed")
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        parts.append("nvidia-smi not available")
+    return ", ".join(parts)
 
 
 def sync(device):
@@ -193,6 +229,8 @@ def main() -> None:
     ap.add_argument("--baseline", action="store_true", help="also time the original algorithm")
     ap.add_argument("--eager", action="store_true", help="the eager path: no static cache, graph or compiling")
     ap.add_argument("--no_compile", action="store_true", help="the same as --eager (the flag of chat/app/serve)")
+    ap.add_argument("--quant", choices=["4bit", "8bit"], default=None,
+                    help="the LLM decoder in bitsandbytes 4-/8-bit, as --load_in_4bit/8bit load it (decodes eagerly)")
     ap.add_argument("--decode", choices=["eager", "static", "graph"], default=None,
                     help="force a decode path (default: what LisaPipeline picks for the device)")
     ap.add_argument("--peak_bandwidth", type=float, default=None,
@@ -205,13 +243,14 @@ def main() -> None:
     eager = args.eager or args.no_compile
     dtype = to_dtype(args.precision)
     torch.manual_seed(0)
-    model = build(args.preset, dtype, args.device)
+    model = build(args.preset, dtype, args.device, args.quant)
     rng = np.random.default_rng(0)
     ids = torch.tensor([[1] + rng.integers(3, 300, args.prompt_tokens // 2).tolist() + [IMAGE_TOKEN_INDEX]
                         + rng.integers(3, 300, args.prompt_tokens // 2).tolist()])
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"preset={args.preset} params={n_params:.1f}M device={args.device} precision={args.precision} "
+    print(f"preset={args.preset} params={n_params:.1f}M device={args.device} precision={args.precision}"
+          f"{' quant=' + args.quant if args.quant else ''} "
           f"tokens={args.tokens} threads={torch.get_num_threads()} load average={load}")
     base = []
     if args.baseline:  # first, in the plain process state the original runs in
@@ -269,6 +308,7 @@ def main() -> None:
               f"(in CPU time {first_c:.1f}x, {follow_c:.1f}x). This emulation runs faster than the "
               "original code (measured side by side: it understates the original's time by 25-30%), so the "
               "speed-ups over the real original are that much larger.")
+    print(f"memory: {memory_report(args.device)}")
 
 
 if __name__ == "__main__":
