@@ -9,40 +9,29 @@ from PIL import Image
 
 from helpers.browser import Browser, find_chromium
 from helpers.server import ServerProcess
+from helpers.serving import boxed_image, lisa_and_llava_server, load_pipes, tiny_llava_ckpt
 
 MAX_NEW = 8
 
 
 @pytest.fixture(scope="module")
 def llava_ckpt(tmp_path_factory):
-    from lisa.checkpoint.tiny import make_tiny_llava
-
-    out = tmp_path_factory.mktemp("llava") / "llava"
-    make_tiny_llava(out, version="v1.5")
-    return out
+    return tiny_llava_ckpt(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def server(seg_ckpt, llava_ckpt):
-    args = ["--models", f"{seg_ckpt}:name=lisa", f"{llava_ckpt}:name=llava", "--device", "cpu",
-            "--max_new_tokens", str(MAX_NEW), "--log_level", "warning"]
-    with ServerProcess("serve", args, env={"OMP_NUM_THREADS": "1"}) as srv:
+    with lisa_and_llava_server(seg_ckpt, llava_ckpt, MAX_NEW) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
 def pipes(seg_ckpt, llava_ckpt):
-    from lisa.inference.pipeline import LisaPipeline
-
-    return {name: LisaPipeline.from_pretrained(path, device="cpu", max_new_tokens=MAX_NEW, progress=False)
-            for name, path in (("lisa", seg_ckpt), ("llava", llava_ckpt))}
+    return load_pipes({"lisa": seg_ckpt, "llava": llava_ckpt}, MAX_NEW)
 
 
 def make_image(seed=4):
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 255, size=(60, 90, 3), dtype=np.uint8)
-    arr[10:40, 20:60] = (230, 30, 30)
-    return arr
+    return boxed_image(seed, (60, 90), (10, 40, 20, 60), (230, 30, 30))
 
 
 def test_remote_app_streams_the_answer_then_the_masks(server, pipes, tmp_path):

@@ -5,7 +5,6 @@ The correct answers are the in-process pipeline's answers to the same input (the
 tests show that one request alone gets exactly those)."""
 
 import base64
-import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,37 +14,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.server import ServerProcess
+from helpers.serving import boxed_image, data_url, lisa_and_llava_server, load_pipes, png, tiny_llava_ckpt
 from lisa.conversation import get_template
 from lisa.serve.masks import decode_rle
 
 MAX_NEW = 10
 
 
-def png(arr) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def make_image(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 255, size=(44, 66, 3), dtype=np.uint8)
-    img[8:30, 12:40] = (250, 10, 10)
-    return img
-
-
-def data_url(arr) -> str:
-    return "data:image/png;base64," + base64.b64encode(png(arr)).decode()
+    return boxed_image(seed, (44, 66), (8, 30, 12, 40), (250, 10, 10))
 
 
 @pytest.fixture(scope="module")
 def llava_ckpt(tmp_path_factory):
-    from lisa.checkpoint.tiny import make_tiny_llava
-
-    out = tmp_path_factory.mktemp("llava") / "llava-v1.5"
-    make_tiny_llava(out, version="v1.5")
-    return out
+    return tiny_llava_ckpt(tmp_path_factory, "llava-v1.5")
 
 
 @pytest.fixture(scope="module")
@@ -57,19 +39,14 @@ def image_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(seg_ckpt, llava_ckpt, image_dir):
-    args = ["--models", f"{seg_ckpt}:name=lisa", f"{llava_ckpt}:name=llava", "--device", "cpu",
-            "--max_new_tokens", str(MAX_NEW), "--max_batch", "4", "--batch_wait_ms", "400",
-            "--image_dir", str(image_dir), "--log_level", "warning"]
-    with ServerProcess("serve", args, env={"OMP_NUM_THREADS": "1"}) as srv:
+    extra = ["--max_batch", "4", "--batch_wait_ms", "400", "--image_dir", str(image_dir)]
+    with lisa_and_llava_server(seg_ckpt, llava_ckpt, MAX_NEW, *extra) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
 def pipes(seg_ckpt, llava_ckpt):
-    from lisa.inference.pipeline import LisaPipeline
-
-    return {name: LisaPipeline.from_pretrained(path, device="cpu", max_new_tokens=MAX_NEW, progress=False)
-            for name, path in (("lisa", seg_ckpt), ("llava", llava_ckpt))}
+    return load_pipes({"lisa": seg_ckpt, "llava": llava_ckpt}, MAX_NEW)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ SIGTERM leaves no Ray process behind. Skipped when Ray is not installed (``make 
 """
 
 import base64
-import io
 import json
 import os
 import re
@@ -20,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from helpers.server import ServerProcess
+from helpers.serving import boxed_image, data_url, load_pipes, png, tiny_llava_ckpt
 from lisa.serve.masks import decode_rle
 
 pytest.importorskip("ray.serve")
@@ -31,17 +30,8 @@ MAX_NEW = 8
 MARK = secrets.token_hex(8)  # every process of this test's Ray instance inherits it in its environment
 
 
-def png(arr) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def make_image(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 255, size=(40, 60, 3), dtype=np.uint8)
-    img[5:25, 10:40] = (240, 20, 20)
-    return img
+    return boxed_image(seed, (40, 60), (5, 25, 10, 40), (240, 20, 20))
 
 
 def marked_processes() -> list[int]:
@@ -59,11 +49,7 @@ def marked_processes() -> list[int]:
 
 @pytest.fixture(scope="module")
 def llava_ckpt(tmp_path_factory):
-    from lisa.checkpoint.tiny import make_tiny_llava
-
-    out = tmp_path_factory.mktemp("llava") / "llava"
-    make_tiny_llava(out, version="v1.5")
-    return out
+    return tiny_llava_ckpt(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +71,7 @@ def cluster(seg_ckpt, llava_ckpt):
 
 @pytest.fixture(scope="module")
 def pipes(seg_ckpt, llava_ckpt):
-    from lisa.inference.pipeline import LisaPipeline
-
-    return {name: LisaPipeline.from_pretrained(path, device="cpu", max_new_tokens=MAX_NEW, progress=False)
-            for name, path in (("a", seg_ckpt), ("b", llava_ckpt))}
+    return load_pipes({"a": seg_ckpt, "b": llava_ckpt}, MAX_NEW)
 
 
 def segment(url, model, img, prompt, max_new=MAX_NEW, timeout=120):
@@ -136,7 +119,7 @@ def test_replicas_answer_as_the_pipeline_and_both_are_used(cluster, pipes):
 
 def test_openai_stream_and_llava_protocol_through_ray(cluster, pipes):
     img = make_image(7)
-    url = "data:image/png;base64," + base64.b64encode(png(img)).decode()
+    url = data_url(img)
     body = {"model": "a", "max_tokens": MAX_NEW, "stream": True, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "Segment it [SEG]"}, {"type": "image_url", "image_url": {"url": url}}]}]}
     with httpx.stream("POST", cluster.url + "/v1/chat/completions", json=body, timeout=120) as r:
