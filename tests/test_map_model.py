@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.threads import one_torch_thread
 from lisa.map.checkpoint import build_map_detector
 from lisa.map.checkpoint.io import DetectorCheckpointError, load_detector, save_detector
 from lisa.map.data.batch import random_instances
@@ -14,11 +15,8 @@ from lisa.map.spec import MAX_ORDERS, NUM_POINTS, NUM_QUERIES, equivalent_orders
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Small tensors: one intra-op thread is faster than two, and far faster on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.threads import one_torch_thread
 from lisa.map.model.losses import LossWeights, SetCriterion
 from lisa.map.model.matching import HungarianMatcher
 from lisa.map.model.targets import make_targets
@@ -12,11 +13,8 @@ from lisa.map.spec import NUM_POINTS, normalize, resample
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Small tensors: one intra-op thread is faster than two, and far faster on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 def _line(a, b):

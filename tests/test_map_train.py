@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers.threads import one_torch_thread
 from lisa.map.checkpoint import build_map_detector
 from lisa.map.data.batch import collate, random_dataset
 from lisa.map.model.stages import apply_stage, parameter_groups
@@ -20,11 +21,8 @@ from lisa.map.train.run import run
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Small tensors: one intra-op thread is faster than two, and far faster on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 FAST = dict(preset="tiny", batch_size=2, epochs=2, warmup_steps=2, num_workers=0, lr_qformer=1e-3, lr_queries=1e-3,

@@ -4,15 +4,14 @@
 import json
 
 import pytest
-import torch
+
+from helpers.threads import one_torch_thread
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
