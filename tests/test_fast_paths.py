@@ -2,22 +2,13 @@
 
 import torch
 
+from helpers.sam import tiny_sam_with_rel_pos
 from lisa.model import sam_attention
 from lisa.model.allocator import reuse_freed_memory
-from lisa.model.sam import build_sam, sam_config
 
 
 def _sam():
-    torch.manual_seed(0)
-    sam = build_sam(sam_config(image_size=64, patch_size=8, window_size=4, hidden_size=32, num_hidden_layers=2,
-                               num_attention_heads=2, global_attn_indexes=[1], prompt_dim=32, decoder_mlp_dim=64,
-                               decoder_heads=2, initializer_range=0.02))
-    with torch.no_grad():
-        for module in sam.vision_encoder.modules():
-            if hasattr(module, "rel_pos_h"):
-                module.rel_pos_h.normal_(std=0.5)
-                module.rel_pos_w.normal_(std=0.5)
-    return sam.eval()
+    return tiny_sam_with_rel_pos().eval()
 
 
 def test_bias_bands_in_one_buffer_are_bit_identical(monkeypatch):

@@ -5,21 +5,12 @@ import torch
 from transformers import SamModel
 from transformers.models.sam.modeling_sam import SamVisionAttention
 
+from helpers.sam import tiny_sam_with_rel_pos
 from lisa.model import sam_attention
-from lisa.model.sam import build_sam, sam_config
 
 
 def _sam():
-    torch.manual_seed(0)
-    sam = build_sam(sam_config(image_size=64, patch_size=8, window_size=4, hidden_size=32, num_hidden_layers=2,
-                               num_attention_heads=2, global_attn_indexes=[1], prompt_dim=32, decoder_mlp_dim=64,
-                               decoder_heads=2, initializer_range=0.02))
-    with torch.no_grad():
-        for module in sam.vision_encoder.modules():
-            if hasattr(module, "rel_pos_h"):
-                module.rel_pos_h.normal_(std=0.5)
-                module.rel_pos_w.normal_(std=0.5)
-    return sam
+    return tiny_sam_with_rel_pos()
 
 
 @pytest.mark.parametrize("band_bytes", [sam_attention.BAND_BYTES, 2 * (2 * 2 * 8 * 8 * 8 * 4)])
