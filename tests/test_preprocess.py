@@ -8,24 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.images import synthetic_image
 from lisa.constants import SAM_MEAN, SAM_STD
 from lisa.preprocess import as_rgb_array, clip_preprocess, postprocess_masks, sam_preprocess, sam_resize_shape
 
 GOLDEN = Path(__file__).parent / "fixtures" / "clip_oracle.npz"
-
-
-def synthetic_image(h: int, w: int, seed: int) -> np.ndarray:
-    """Same formula as tests/fixtures/make_oracle.py (gradients, a sharp block, a hashed-noise band)."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.int64)
-    c = np.arange(3, dtype=np.int64)[None, None, :]
-    y, x = y[..., None], x[..., None]
-    img = (x * (3 + seed) + y * (5 + 2 * seed) + c * 70) % 256
-    block = (y > h // 4) & (y < h // 2) & (x > w // 3) & (x < (2 * w) // 3)
-    img = np.where(block, 255 - c * 100, img)
-    noise = ((x * 73856093) ^ (y * 19349663) ^ (c * 83492791) ^ seed) % 251
-    band = (y > (3 * h) // 4) & (y < (3 * h) // 4 + 8)
-    img = np.where(band, noise, img)
-    return img.astype(np.uint8)
 
 
 def _golden_cases():
