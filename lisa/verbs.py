@@ -1,11 +1,15 @@
 """Verb tables: run a command's ``main(argv)`` from a table of verb -> (module, function, help).
 
 Shared by ``lisa`` and ``lisa map``. Modules are imported only when their verb runs, so help is fast.
+Also what several commands' ``main`` does first (:func:`parse_and_set_up`): commands may not import
+each other's cli modules, so what they share lives here.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import logging
 import sys
 
 
@@ -35,3 +39,16 @@ def dispatch(prog: str, commands: dict[str, tuple[str, str, str]], argv: list[st
             return 2
         raise
     return int(entry(rest) or 0)
+
+
+def parse_and_set_up(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` (``sys.argv[1:]`` when None) for a command with ``--quiet`` and ``--threads`` flags
+    (the demos): log INFO lines (warnings only with ``--quiet``) and set torch's CPU threads when given."""
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return args

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from ..verbs import parse_and_set_up
 from .recipe import STEPS_ENV
 
 
@@ -46,13 +46,7 @@ def _print_result(result) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    args = parse_and_set_up(build_parser(), argv)
     from ..data.problems import DataError
     from .run import run_demo
 

@@ -5,8 +5,9 @@ detector and the average-map baseline; reruns reuse the trained model."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+
+from ...verbs import parse_and_set_up
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,13 +55,7 @@ def format_result(r) -> str:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_and_set_up(build_parser(), argv)
     from ..errors import MapDataError
     from .run import run_map_demo
 
