@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("checkpoint", ("lisa.checkpoint", "lisa.map.checkpoint")),
     ("model", ("lisa.model", "lisa.map.model")),
     ("basics", ("lisa.tokenization", "lisa.conversation", "lisa.preprocess", "lisa.images", "lisa.dist", "lisa.verbs",
-                "lisa.precision", "lisa.map", "lisa.map.spec")),
+                "lisa.options", "lisa.precision", "lisa.map", "lisa.map.spec")),
     ("constants", ("lisa.constants",)),
 ]
 # A map room builds on the general room of its own role (lisa.map.model on lisa.model, say), never the

@@ -145,15 +145,10 @@ def _explicit(argv: list[str], name: str) -> bool:
     return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv)
 
 
-def from_namespace(ns: argparse.Namespace) -> TrainOptions:
-    values = vars(ns)
-    return TrainOptions(**{name: values[name] for name in TrainOptions.flag_names()})
-
-
 def resolve(args: TrainOptions | argparse.Namespace, argv: list[str] | None = None) -> TrainOptions:
     """Apply the LoRA preset (explicit flags win), derive rank/world, check values."""
     if isinstance(args, argparse.Namespace):
-        args = from_namespace(args)
+        args = TrainOptions.from_namespace(args)
     argv = list(argv or [])
     if args.lora_preset:
         for key, value in LORA_PRESETS[args.lora_preset].items():

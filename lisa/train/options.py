@@ -7,15 +7,16 @@ fields are derived from the others by :func:`lisa.train.args.resolve`.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+
+from ..options import CommandOptions
 
 SAM_PLACEHOLDER = "PATH_TO_SAM_ViT-H"  # the original's default --vision_pretrained: no file given
 ORIGINAL_DEFAULT_RATES = "9,3,3,1"
 
 
 @dataclass
-class TrainOptions:
+class TrainOptions(CommandOptions):
     # ---- as in train_ds.py ------------------------------------------------------------------
     local_rank: int | None = None
     version: str = "liuhaotian/llava-llama-2-13b-chat-lightning-preview"
@@ -101,14 +102,3 @@ class TrainOptions:
     lora_targets: list[str] = field(default_factory=list, init=False)
     train_prefixes: list[str] = field(default_factory=list, init=False)
     lr_scale_list: list[tuple[str, float]] = field(default_factory=list, init=False)
-
-    @classmethod
-    def flag_names(cls) -> list[str]:
-        """The options that are command-line flags (every field but the derived ones)."""
-        return [f.name for f in fields(cls) if f.init]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)

@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     from .run import run
 
     try:
-        opts = TrainOptions(**vars(ns))
+        opts = TrainOptions.from_namespace(ns)
         opts.check()
         run_dir = run(opts)
     except (ValueError, FileNotFoundError, SourceError, DetectorCheckpointError, TrainingError) as e:

@@ -8,13 +8,14 @@ Names and defaults are those of the LLaVA map fork users train with today (``--b
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
+from ...options import CommandOptions
 from ..model.config import PRESETS
 
 
 @dataclass
-class TrainOptions:
+class TrainOptions(CommandOptions):
     # data
     dataroot: str = "./data/nuscenes"
     version: str = "v1.0-trainval"
@@ -64,9 +65,6 @@ class TrainOptions:
     resume: str | None = None
     no_eval: bool = False
     progress: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def check(self) -> None:
         if self.fp16 and self.bf16:
@@ -145,6 +143,6 @@ def build_parser(prog: str = "lisa map train") -> argparse.ArgumentParser:
 
 def parse_options(argv=None) -> TrainOptions:
     ns = build_parser().parse_args(argv)
-    opts = TrainOptions(**vars(ns))
+    opts = TrainOptions.from_namespace(ns)
     opts.check()
     return opts
