@@ -49,6 +49,27 @@ def test_generate_batch_matches_generate_row_by_row(pipe):
     assert [len(g.new_ids) for g in batched] == [16, 5, 11, 3]
 
 
+@pytest.mark.parametrize("same_length", [False, True])
+def test_batched_layer_step_is_bit_identical_to_the_decoder_forward(pipe, same_length):
+    """The batched one-token step through the layers directly (no per-call mask or rotary building)
+    against the decoder's forward: same ids and the same [SEG] states, bit for bit, with left padding
+    (a boolean mask) and without (no mask)."""
+    from lisa.tokenization import tokenizer_image_token
+
+    model, tok = pipe.model, pipe.tokenizer
+    items = []
+    for i, (img, text) in enumerate(zip(_images(4), PROMPTS)):
+        enc, _ = pipe.encode_image(img)
+        ids = tokenizer_image_token(pipe.build_prompt(PROMPTS[0] if same_length else text), tok)
+        items.append(BatchItem(ids, enc.clip_feats, [16, 5, 11, 3][i]))
+    assert (len({len(it.input_ids) for it in items}) == 1) == same_length
+    fast = generate_batch(model, items, eos_token_id=None)
+    forward = generate_batch(model, items, eos_token_id=None, use_layer_step=False)
+    for a, b in zip(forward, fast):
+        assert b.new_ids == a.new_ids and torch.equal(b.seg_hidden, a.seg_hidden)
+    assert sum(g.seg_hidden.shape[0] for g in fast) > 0  # the checkpoint answers with [SEG]s
+
+
 def test_batched_requests_answer_as_sequential_ones(pipe):
     images = _images(4)
     requests = [GenerationRequest(img, p, max_new_tokens=n) for img, p, n in zip(images, PROMPTS, [16, 4, 9, 12])]

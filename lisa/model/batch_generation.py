@@ -20,6 +20,7 @@ from transformers import DynamicCache
 
 from ..constants import IMAGE_TOKEN_INDEX
 from .generation import Generated, run_decoder
+from .layer_step import layer_loop_step
 from .splice import seg_hidden_positions, splice_image_features
 
 
@@ -52,7 +53,7 @@ def _left_pad(rows: list[torch.Tensor], device) -> tuple[torch.Tensor, torch.Ten
 
 @torch.no_grad()
 def generate_batch(model, items: list[BatchItem], eos_token_id: int | None = 2,
-                   stop_ids: tuple[int, ...] = ()) -> list[Generated]:
+                   stop_ids: tuple[int, ...] = (), use_layer_step: bool = True) -> list[Generated]:
     if not items:
         return []
     seg_id = model.seg_token_id
@@ -82,6 +83,11 @@ def generate_batch(model, items: list[BatchItem], eos_token_id: int | None = 2,
     prefill = time.perf_counter() - t0
 
     stops = set(stop_ids) | ({eos_token_id} if eos_token_id is not None else set())
+    # the eager path's one-token step without the decoder's per-call overhead (same arithmetic)
+    capacity = int(positions[:, -1].max()) + 1 + max(item.max_new_tokens for item in items)
+    layer_step = layer_loop_step(model, capacity) if use_layer_step else None
+    if layer_step is not None:
+        layer_step.cache = cache
     new_ids: list[list[int]] = [[] for _ in items]
     token_times: list[list[float]] = [[] for _ in items]
     active = list(range(len(items)))  # item index of each cache row
@@ -111,8 +117,11 @@ def generate_batch(model, items: list[BatchItem], eos_token_id: int | None = 2,
         t_prev = time.perf_counter()
         step = embed(torch.tensor([[new_ids[b][-1]] for b in active], device=device))
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], 1)
-        out = run_decoder(model.decoder, cache, inputs_embeds=step, attention_mask=mask, position_ids=next_pos)
-        last = out.last_hidden_state[:, -1]
+        if layer_step is not None:
+            last = layer_step(step, next_pos[:, 0], mask)
+        else:
+            out = run_decoder(model.decoder, cache, inputs_embeds=step, attention_mask=mask, position_ids=next_pos)
+            last = out.last_hidden_state[:, -1]
         next_pos = next_pos + 1
 
     results = []
