@@ -230,7 +230,7 @@ def test_serve_model_specs_carry_no_compile(monkeypatch, tiny_ckpt):
         class cache:
             max_items = 0
 
-    monkeypatch.setattr(flags, "load_pipeline", lambda args: seen.append(args.no_compile) or Loaded())
+    monkeypatch.setattr(flags, "load_pipeline", lambda args, **_: seen.append(args.no_compile) or Loaded())
     parse_spec(f"{tiny_ckpt}:name=a,no_compile=true").load()
     parse_spec(f"{tiny_ckpt}:name=b").with_defaults({"no_compile": True}).load()
     parse_spec(f"{tiny_ckpt}:name=c").with_defaults({"no_compile": False}).load()
