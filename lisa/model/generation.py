@@ -140,6 +140,49 @@ def build_prefix(model, prefix_ids: list[int], clip_feats: torch.Tensor) -> Pref
     return PrefixCache(tuple(prefix_ids), cache, spliced.inputs_embeds.shape[1])
 
 
+def prompt_seg_hidden(ids: torch.Tensor, span_end: torch.Tensor, hidden: torch.Tensor,
+                      seg_id: int | None) -> list[torch.Tensor]:
+    """The prefilled hidden states behind the [SEG] ids of the prompt part ``ids`` [1, T] (whose
+    spliced positions end at ``span_end``): a list holding one [k, H] tensor, or empty. A cached
+    prefix never ends right before a [SEG] (it ends with the image token), so the part after it has
+    them all."""
+    if seg_id is None:
+        return []
+    pos = seg_hidden_positions(ids, span_end, seg_id)[0]
+    return [hidden[0, pos]] if pos.numel() else []
+
+
+def decode_tokens(model, last: torch.Tensor, step, *, max_new_tokens: int, stops: set[int], pick=None,
+                  on_token=None, seg_hidden: list, copy_states: bool = False) -> tuple[list[int], list[float]]:
+    """The token loop of both decode paths. Each next id is picked from the logits after ``last`` (the
+    prompt's last hidden state, then each step's): greedy, or ``pick(logits)``. The hidden state behind
+    every generated [SEG] joins ``seg_hidden``; ``on_token`` sees each id (True ends early); a stop id
+    or the budget ends it too. ``step(next_id) -> (last, logits, greedy id or None)`` decodes the
+    chosen token. ``copy_states``: keep copies (a CUDA graph's replay overwrites its outputs). Returns
+    the new ids and each token's seconds (token k: the step of token k-1 and its LM head)."""
+    seg_id = model.seg_token_id
+    new_ids: list[int] = []
+    token_times: list[float] = []
+    t_prev = time.perf_counter()
+    logits, greedy = model.lm_head(last), None
+    while len(new_ids) < max_new_tokens:
+        if pick is not None:
+            next_id = pick(logits)
+        else:
+            next_id = int(logits.argmax(-1)) if greedy is None else greedy
+        new_ids.append(next_id)
+        if seg_id is not None and next_id == seg_id:
+            seg_hidden.append(last.clone() if copy_states else last)
+        now = time.perf_counter()
+        token_times.append(now - t_prev)
+        t_prev = now
+        stop_here = on_token is not None and bool(on_token(next_id))
+        if stop_here or next_id in stops or len(new_ids) >= max_new_tokens:
+            break
+        last, logits, greedy = step(next_id)
+    return new_ids, token_times
+
+
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_tokens: int = 512,
              eos_token_id: int | None = 2, stop_ids: tuple[int, ...] = (),
@@ -167,43 +210,29 @@ def generate(model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_t
     mask = torch.ones((1, past_len + spliced.inputs_embeds.shape[1]), dtype=torch.bool, device=device)
     out = run_decoder(model.decoder, cache, inputs_embeds=spliced.inputs_embeds, attention_mask=mask)
     hidden = out.last_hidden_state
-    seg_hidden = []
-    if seg_id is not None:
-        # a prefix never ends right before a [SEG] (it ends with the image token)
-        pos = seg_hidden_positions(rest, spliced.span_end, seg_id)[0]
-        if pos.numel():
-            seg_hidden.append(hidden[0, pos])
+    seg_hidden = prompt_seg_hidden(rest, spliced.span_end, hidden, seg_id)
     last = hidden[:, -1]
     length = past_len + hidden.shape[1]
     timings = {"prefill": time.perf_counter() - t0}
-    new_ids: list[int] = []
-    token_times: list[float] = []
     embed = model.llm.get_input_embeddings()
     layer_step = layer_loop_step(model, capacity) if use_layer_step else None
     if layer_step is not None:
         layer_step.cache = cache
-    stops = set(stop_ids) | ({eos_token_id} if eos_token_id is not None else set())
-    t_prev = time.perf_counter()
-    for _ in range(max_new_tokens):
-        logits = model.lm_head(last)
-        next_id = int(logits.argmax(-1)) if pick is None else pick(logits)
-        new_ids.append(next_id)
-        if seg_id is not None and next_id == seg_id:
-            seg_hidden.append(last)
-        now = time.perf_counter()
-        token_times.append(now - t_prev)  # token k: decoder step of token k-1 + its LM head
-        t_prev = now
-        stop_here = on_token is not None and bool(on_token(next_id))
-        if stop_here or next_id in stops or len(new_ids) >= max_new_tokens:
-            break
-        step = embed(torch.tensor([[next_id]], device=device))
+
+    def step(next_id: int):
+        nonlocal length
+        inputs = embed(torch.tensor([[next_id]], device=device))
         length += 1
         if layer_step is not None:  # the same arithmetic without the decoder's per-call overhead
-            last = layer_step(step, length - 1)
-            continue
-        mask = torch.ones((1, length), dtype=torch.bool, device=device)
-        out = run_decoder(model.decoder, cache, inputs_embeds=step, attention_mask=mask)
-        last = out.last_hidden_state[:, -1]
+            last = layer_step(inputs, length - 1)
+        else:
+            mask = torch.ones((1, length), dtype=torch.bool, device=device)
+            last = run_decoder(model.decoder, cache, inputs_embeds=inputs, attention_mask=mask).last_hidden_state[:, -1]
+        return last, model.lm_head(last), None
+
+    stops = set(stop_ids) | ({eos_token_id} if eos_token_id is not None else set())
+    new_ids, token_times = decode_tokens(model, last, step, max_new_tokens=max_new_tokens, stops=stops, pick=pick,
+                                         on_token=on_token, seg_hidden=seg_hidden)
     timings["decode"] = sum(token_times)
     h = torch.cat(seg_hidden, 0) if seg_hidden else hidden.new_zeros((0, hidden.shape[-1]))
     return Generated(input_ids[0].tolist(), new_ids, h, timings, token_times)

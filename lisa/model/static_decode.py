@@ -29,8 +29,9 @@ import torch
 from transformers import StaticCache
 from transformers.cache_utils import StaticLayer, get_layer_types_and_kwargs
 
-from .generation import Generated, PrefixCache
-from .splice import seg_hidden_positions, splice_image_features
+from ..constants import IMAGE_TOKEN_INDEX
+from .generation import Generated, PrefixCache, decode_tokens, prompt_seg_hidden
+from .splice import splice_image_features
 
 log = logging.getLogger("lisa.model")
 
@@ -252,7 +253,7 @@ class FastDecoding:
         if prefix is not None and prefix.matches(input_ids[0].tolist()):
             start, reuse = len(prefix.ids), prefix
         rest = input_ids[:, start:]
-        n_img = int((rest == -200).sum())
+        n_img = int((rest == IMAGE_TOKEN_INDEX).sum())
         spliced = splice_image_features(rest, embed, [clip_feats] * n_img)
         past_len = reuse.length if reuse is not None else 0
         dec = self.decoder(past_len + spliced.inputs_embeds.shape[1] + max_new_tokens)
@@ -260,31 +261,13 @@ class FastDecoding:
             return None
         dec.reset(reuse)
         hidden = dec.prefill(spliced.inputs_embeds)
-        seg_hidden = []
-        if seg_id is not None:
-            pos = seg_hidden_positions(rest, spliced.span_end, seg_id)[0]
-            if pos.numel():
-                seg_hidden.append(hidden[0, pos])
+        seg_hidden = prompt_seg_hidden(rest, spliced.span_end, hidden, seg_id)
         last = hidden[:, -1]
         timings = {"prefill": time.perf_counter() - t0}
-        new_ids: list[int] = []
-        token_times: list[float] = []
         stops = set(stop_ids) | ({eos_token_id} if eos_token_id is not None else set())
-        t_prev = time.perf_counter()
-        logits = model.lm_head(last)
-        greedy = int(logits.argmax(-1))
-        while max_new_tokens > 0:
-            next_id = greedy if pick is None else pick(logits)
-            new_ids.append(next_id)
-            if seg_id is not None and next_id == seg_id:
-                seg_hidden.append(last.clone())  # a graph replay overwrites ``last``
-            now = time.perf_counter()
-            token_times.append(now - t_prev)  # token k: decoder step of token k-1 + its LM head
-            t_prev = now
-            stop_here = on_token is not None and bool(on_token(next_id))
-            if stop_here or next_id in stops or len(new_ids) >= max_new_tokens:
-                break
-            last, logits, greedy = dec.step(next_id)
+        new_ids, token_times = decode_tokens(model, last, dec.step, max_new_tokens=max_new_tokens, stops=stops,
+                                             pick=pick, on_token=on_token, seg_hidden=seg_hidden,
+                                             copy_states=True)  # a graph replay overwrites ``last``
         timings["decode"] = sum(token_times)
         h = torch.cat(seg_hidden, 0) if seg_hidden else hidden.new_zeros((0, hidden.shape[-1]))
         return Generated(input_ids[0].tolist(), new_ids, h, timings, token_times)
