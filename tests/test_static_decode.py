@@ -235,3 +235,31 @@ def test_serve_model_specs_carry_no_compile(monkeypatch, tiny_ckpt):
     parse_spec(f"{tiny_ckpt}:name=b").with_defaults({"no_compile": True}).load()
     parse_spec(f"{tiny_ckpt}:name=c").with_defaults({"no_compile": False}).load()
     assert seen == [True, True, False]
+
+
+def test_a_compiler_failing_at_warm_up_leaves_an_eager_pipeline(tiny_model, rgb_image, monkeypatch, caplog):
+    """Where compiling fails (a GPU without Triton, say), loading still works: the pipeline says why
+    and answers eagerly, with the eager path's answers. Simulated on the CPU with a compiler backend
+    that raises, for the encoders and for the decode step."""
+    import lisa.inference.pipeline as pipeline_module
+
+    def broken_backend(graph_module, example_inputs):
+        raise RuntimeError("no compiler for this device")
+
+    def compile_on_cpu(model):
+        model.vision_tower.vision_tower.compile(backend=broken_backend)
+        return ["vision_tower"]
+
+    model, tok = tiny_model
+    want = LisaPipeline(model, tok, max_new_tokens=8, compile=False)(rgb_image, "Segment the red circle.")
+    monkeypatch.setattr(pipeline_module, "compile_encoders", compile_on_cpu)
+    monkeypatch.setattr(pipeline_module, "make_fast_decoding",
+                        lambda model, compile, decode: FastDecoding(model, graph=True, backend=broken_backend))
+    with caplog.at_level("WARNING"):
+        pipe = LisaPipeline(model, tok, max_new_tokens=8)
+    assert "compiling failed at warm-up" in caplog.text and "no compiler for this device" in caplog.text
+    assert pipe.fast is None and pipe.compiled_encoders == []
+    assert model.vision_tower.vision_tower._compiled_call_impl is None  # the encoder runs eagerly again
+    got = pipe(rgb_image, "Segment the red circle.")
+    assert got.output_ids == want.output_ids and got.text == want.text
+    assert len(got.masks) == len(want.masks) and all(np.array_equal(a, b) for a, b in zip(got.masks, want.masks))

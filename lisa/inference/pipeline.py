@@ -25,7 +25,7 @@ from ..conversation import (
 )
 from ..images import EncodedImage, to_rgb_array
 from ..model.allocator import reuse_freed_memory
-from ..model.compiled import compile_encoders
+from ..model.compiled import compile_encoders, uncompile_encoders
 from ..model.generation import use_decoding_layout
 from ..model.static_decode import make_fast_decoding
 from ..precision import default_precision
@@ -169,16 +169,26 @@ class LisaPipeline:
         return bool(self.model.config.has_seg_head)
 
     def warm_up(self) -> float:
-        """Compile and record the CUDA paths now rather than in the first query; returns the seconds."""
+        """Compile and record the CUDA paths now rather than in the first query; returns the seconds.
+        Where compiling fails (no Triton for this GPU, an unsupported layer), the pipeline says why
+        and runs eagerly: the same answers, without the compiled speed."""
         t0 = time.perf_counter()
-        if self.compiled_encoders:
-            cfg, dev = self.model.config, self.device
-            with torch.no_grad():
-                self.model.encode_clip(torch.zeros((1, 3, cfg.clip_image_size, cfg.clip_image_size), device=dev))
-                if cfg.has_seg_head:
-                    self.model.encode_sam(torch.zeros((1, 3, cfg.sam_image_size, cfg.sam_image_size), device=dev))
-        if self.fast is not None:
-            self.fast.warm_up(self.model.config.num_image_tokens + 64 + self.max_new_tokens)
+        try:
+            if self.compiled_encoders:
+                cfg, dev = self.model.config, self.device
+                with torch.no_grad():
+                    self.model.encode_clip(torch.zeros((1, 3, cfg.clip_image_size, cfg.clip_image_size), device=dev))
+                    if cfg.has_seg_head:
+                        self.model.encode_sam(torch.zeros((1, 3, cfg.sam_image_size, cfg.sam_image_size),
+                                                          device=dev))
+            if self.fast is not None:
+                self.fast.warm_up(self.model.config.num_image_tokens + 64 + self.max_new_tokens)
+        except Exception as e:  # noqa: BLE001 - whatever the compiler raises, eager decoding still works
+            log.warning("compiling failed at warm-up (%s: %s); running eagerly instead (--no_compile skips "
+                        "compiling)", type(e).__name__, " ".join(str(e).split())[:300])
+            self.fast = None
+            uncompile_encoders(self.model)
+            self.compiled_encoders = []
         seconds = time.perf_counter() - t0
         log.info("warm-up (compiled encoders, decode graph) took %.1f s", seconds)
         return seconds

@@ -29,3 +29,11 @@ def compile_encoders(model, mode: str | None = None) -> list[str]:
     if done:
         log.info("compiled on first use: %s", ", ".join(done))
     return done
+
+
+def uncompile_encoders(model) -> None:
+    """Undo :func:`compile_encoders` (the modules run eagerly again), for when compiling fails."""
+    for module in (model.vision_tower.vision_tower, getattr(getattr(model, "sam", None), "vision_encoder", None)):
+        # nn.Module.compile keeps the compiled callable here; without it the module calls its forward
+        if module is not None and getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
