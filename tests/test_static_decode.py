@@ -90,6 +90,8 @@ def test_the_graph_step_traces_whole_and_gives_the_same_ids(tiny_model, feats):
     ids = _ids(tok)
     fast = FastDecoding(model, graph=True, backend="eager")
     assert fast.window == "full"
+    fast.warm_up(ids.shape[1] + model.config.num_image_tokens + 8)  # traced here, before the patched head
+    assert not fast.broken and fast.decoders
     eager, static = _both(model, ids, feats, fast, n=8, every=3)
     assert static.new_ids == eager.new_ids
     torch.testing.assert_close(static.seg_hidden, eager.seg_hidden, rtol=1e-5, atol=1e-5)
@@ -164,20 +166,20 @@ def test_sam_preprocess_on_a_device_is_the_same(rgb_image):
 
 
 @cuda
-def test_cuda_graph_decode_gives_the_eager_ids(tiny_ckpt, rgb_image):
+def test_cuda_graph_decode_gives_the_eager_ids(seg_ckpt, rgb_image):
+    """bf16 on the GPU: the graph path's ids equal the eager path's on these prompts (the checkpoint
+    answers with generated [SEG]s, so their masks are compared too; nothing is patched inside the
+    captured step, which would recompile it at every token)."""
     from lisa.checkpoint.loader import load_pretrained
 
-    model, tok = load_pretrained(tiny_ckpt, precision="bf16", device=torch.device("cuda"), progress=False)
+    model, tok = load_pretrained(seg_ckpt, precision="bf16", device=torch.device("cuda"), progress=False)
     graph = LisaPipeline(model, tok, max_new_tokens=10)
-    assert graph.fast is not None and graph.fast.graph and graph.fast.warmup_s
+    assert graph.fast is not None and graph.fast.graph and graph.fast.warmup_s and not graph.fast.broken
     assert graph.compiled_encoders
     eager = LisaPipeline(model, tok, max_new_tokens=10, compile=False)
     for prompt in ("Segment the red circle.", "And the square?"):
-        with _ForceSeg(model, 3):
-            a = eager(rgb_image, prompt)
-        with _ForceSeg(model, 3):
-            b = graph(rgb_image, prompt)
-        assert b.output_ids == a.output_ids
+        a, b = eager(rgb_image, prompt), graph(rgb_image, prompt)
+        assert b.output_ids == a.output_ids and len(b.masks) == len(a.masks)
 
 
 @cuda
@@ -237,7 +239,8 @@ def test_serve_model_specs_carry_no_compile(monkeypatch, tiny_ckpt):
     assert seen == [True, True, False]
 
 
-def test_a_compiler_failing_at_warm_up_leaves_an_eager_pipeline(tiny_model, rgb_image, monkeypatch, caplog):
+@pytest.mark.parametrize("failing", ["encoders", "decode"])
+def test_a_compiler_failing_at_warm_up_leaves_an_eager_pipeline(tiny_model, rgb_image, monkeypatch, caplog, failing):
     """Where compiling fails (a GPU without Triton, say), loading still works: the pipeline says why
     and answers eagerly, with the eager path's answers. Simulated on the CPU with a compiler backend
     that raises, for the encoders and for the decode step."""
@@ -252,14 +255,31 @@ def test_a_compiler_failing_at_warm_up_leaves_an_eager_pipeline(tiny_model, rgb_
 
     model, tok = tiny_model
     want = LisaPipeline(model, tok, max_new_tokens=8, compile=False)(rgb_image, "Segment the red circle.")
-    monkeypatch.setattr(pipeline_module, "compile_encoders", compile_on_cpu)
+    if failing == "encoders":
+        monkeypatch.setattr(pipeline_module, "compile_encoders", compile_on_cpu)
     monkeypatch.setattr(pipeline_module, "make_fast_decoding",
                         lambda model, compile, decode: FastDecoding(model, graph=True, backend=broken_backend))
     with caplog.at_level("WARNING"):
         pipe = LisaPipeline(model, tok, max_new_tokens=8)
-    assert "compiling failed at warm-up" in caplog.text and "no compiler for this device" in caplog.text
+    assert "failed" in caplog.text and "no compiler for this device" in caplog.text
     assert pipe.fast is None and pipe.compiled_encoders == []
-    assert model.vision_tower.vision_tower._compiled_call_impl is None  # the encoder runs eagerly again
+    assert getattr(model.vision_tower.vision_tower, "_compiled_call_impl", None) is None  # eager again
     got = pipe(rgb_image, "Segment the red circle.")
     assert got.output_ids == want.output_ids and got.text == want.text
     assert len(got.masks) == len(want.masks) and all(np.array_equal(a, b) for a, b in zip(got.masks, want.masks))
+
+
+def test_a_bucket_failing_to_compile_hands_its_query_to_eager_decoding_before_any_token(tiny_model, feats):
+    """A longer query's new bucket is compiled before its first token: when that fails, generate()
+    returns None (the caller decodes eagerly) without having streamed a token, and later queries go
+    eager too."""
+    model, tok = tiny_model
+
+    def broken_backend(graph_module, example_inputs):
+        raise RuntimeError("no compiler for this device")
+
+    fast = FastDecoding(model, graph=True, backend=broken_backend)
+    streamed = []
+    assert fast.generate(model, _ids(tok), feats, max_new_tokens=4, on_token=streamed.append) is None
+    assert streamed == [] and "no compiler for this device" in fast.broken and not fast.decoders
+    assert fast.decoder(10) is None  # no further attempts

@@ -183,6 +183,8 @@ class LisaPipeline:
                                                           device=dev))
             if self.fast is not None:
                 self.fast.warm_up(self.model.config.num_image_tokens + 64 + self.max_new_tokens)
+                if self.fast.broken:  # it said why; nothing of it is used
+                    self.fast = None
         except Exception as e:  # noqa: BLE001 - whatever the compiler raises, eager decoding still works
             log.warning("compiling failed at warm-up (%s: %s); running eagerly instead (--no_compile skips "
                         "compiling)", type(e).__name__, " ".join(str(e).split())[:300])

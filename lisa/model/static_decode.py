@@ -21,6 +21,7 @@ Attention windows:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +35,11 @@ from .generation import Generated, PrefixCache, decode_tokens, prompt_seg_hidden
 from .splice import splice_image_features
 
 log = logging.getLogger("lisa.model")
+
+# Every decoder compiles the same method, so by default its compiles share one cache and one
+# recompile limit (8) across buckets and models: a server with a few models would hit it. Where
+# torch offers it, each decoder's compile gets a cache of its own.
+_ISOLATED = {"isolate_recompiles": True} if "isolate_recompiles" in inspect.signature(torch.compile).parameters else {}
 
 # KV-cache lengths with their own cache and graph; a query uses the smallest that holds it.
 BUCKETS = (256, 512, 1024, 2048, 4096, 8192)
@@ -122,7 +128,7 @@ class StaticDecoder:
         self._step = self._eager_step
         if graph:
             mode = "reduce-overhead" if backend == "inductor" else None
-            self._step = torch.compile(self._eager_step, mode=mode, fullgraph=True, backend=backend)
+            self._step = torch.compile(self._eager_step, mode=mode, fullgraph=True, backend=backend, **_ISOLATED)
 
     # ---- cache state ----------------------------------------------------------------------------
     def reset(self, prefix: PrefixCache | None = None) -> int:
@@ -189,6 +195,7 @@ class FastDecoding:
             self.buckets += (max_pos,)
         self.decoders: dict[int, StaticDecoder] = {}
         self.warmup_s: dict[int, float] = {}
+        self.broken: str | None = None  # why compiling failed (then every query decodes eagerly)
 
     @classmethod
     def for_model(cls, model, enabled: bool = True) -> "FastDecoding | None":
@@ -205,22 +212,32 @@ class FastDecoding:
         return next((b for b in self.buckets if b >= positions), None)
 
     def decoder(self, positions: int) -> StaticDecoder | None:
+        """The bucket holding ``positions``, made (and on a graph path compiled and recorded, before any
+        token of the query is produced) on first use; None when there is none or compiling failed."""
         size = self.bucket(positions)
-        if size is None:
+        if size is None or self.broken:
             return None
         if size not in self.decoders:
-            self.decoders[size] = StaticDecoder(self.model, size, window=self.window, graph=self.graph,
-                                                backend=self.backend)
+            dec = StaticDecoder(self.model, size, window=self.window, graph=self.graph, backend=self.backend)
+            if self.graph:
+                t0 = time.perf_counter()
+                try:
+                    self._run_steps(dec)
+                except Exception as e:  # noqa: BLE001 - whatever the compiler raises, eager decoding works
+                    self.broken = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+                    log.warning("the %d-position decode graph failed to compile (%s); decoding eagerly from now "
+                                "on (--no_compile skips compiling)", size, self.broken)
+                    return None
+                self.warmup_s[size] = time.perf_counter() - t0
+                log.info("decode warm-up: the %d-position static cache and its step graph took %.1f s", size,
+                         self.warmup_s[size])
+            self.decoders[size] = dec
         return self.decoders[size]
 
     @torch.no_grad()
-    def warm_up(self, positions: int = 1024, steps: int = 3) -> float:
-        """Build the bucket holding ``positions`` and run a few steps through it (on CUDA: compiles
-        and records the graph, so the first query does not pay it); returns the seconds it took."""
-        t0 = time.perf_counter()
-        dec = self.decoder(positions)
-        if dec is None:
-            return 0.0
+    def _run_steps(self, dec: StaticDecoder, steps: int = 3) -> None:
+        """A short prefill and a few steps through ``dec`` (on CUDA: compiles and records the graph),
+        leaving it empty."""
         dec.reset()
         embed = self.model.llm.get_input_embeddings()
         hidden = dec.prefill(embed(torch.ones((1, 4), dtype=torch.long, device=embed.weight.device)))
@@ -230,10 +247,17 @@ class FastDecoding:
         dec.reset()
         if embed.weight.device.type == "cuda":
             torch.cuda.synchronize(embed.weight.device)
-        self.warmup_s[dec.capacity] = time.perf_counter() - t0
-        log.info("decode warm-up: the %d-position static cache and its step%s took %.1f s", dec.capacity,
-                 " graph" if self.graph else "", self.warmup_s[dec.capacity])
-        return self.warmup_s[dec.capacity]
+
+    @torch.no_grad()
+    def warm_up(self, positions: int = 1024) -> float:
+        """Build the bucket holding ``positions`` now (on CUDA: compile and record its graph), so the
+        first query does not pay it; returns the seconds it took."""
+        t0 = time.perf_counter()
+        made = self.bucket(positions) not in self.decoders
+        dec = self.decoder(positions)
+        if dec is not None and made and not self.graph:
+            self._run_steps(dec)  # nothing to record: exercises the cache once
+        return time.perf_counter() - t0
 
     @torch.no_grad()
     def generate(self, model, input_ids: torch.Tensor, clip_feats: torch.Tensor, max_new_tokens: int = 512,
