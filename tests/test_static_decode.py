@@ -1,5 +1,7 @@
 """The static-cache decode path (CUDA graphs on CUDA) gives the eager path's ids and [SEG] states."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -95,6 +97,22 @@ def test_the_graph_step_traces_whole_and_gives_the_same_ids(tiny_model, feats):
     eager, static = _both(model, ids, feats, fast, n=8, every=3)
     assert static.new_ids == eager.new_ids
     torch.testing.assert_close(static.seg_hidden, eager.seg_hidden, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="inductor's CPU code generation needs a C++ compiler")
+def test_the_graph_step_compiles_with_inductor_and_gives_the_eager_ids(tiny_model, feats):
+    """What CUDA runs is the step compiled by inductor with mode="reduce-overhead"; here the same
+    compile generates CPU code (about 20 s), which checks that every operation of the step lowers."""
+    model, tok = tiny_model
+    ids = _ids(tok)
+    fast = FastDecoding(model, graph=True, backend="inductor")
+    fast.warm_up(ids.shape[1] + model.config.num_image_tokens + 12)
+    assert not fast.broken and fast.warmup_s
+    eager = generate(model, ids, feats, max_new_tokens=12, eos_token_id=None)
+    compiled = fast.generate(model, ids, feats, max_new_tokens=12, eos_token_id=None)
+    assert compiled.new_ids == eager.new_ids
 
 
 def test_pipeline_static_decode_matches_eager_masks_and_follow_ups(tiny_model, rgb_image):
