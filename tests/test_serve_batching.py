@@ -132,3 +132,44 @@ def test_sampling_is_repeatable_with_a_seed_and_greedy_at_zero(pipe):
     assert sample(temperature=1.0, top_p=1e-6, seed=1) == greedy.output_ids  # only the top token survives
     with pytest.raises(ValueError, match="top_p"):
         Sampling(temperature=1.0, top_p=0)
+
+
+def _seg_items(pipe):
+    from lisa.tokenization import tokenizer_image_token
+
+    items = []
+    for i, (img, text) in enumerate(zip(_images(3), PROMPTS)):
+        enc, _ = pipe.encode_image(img)
+        items.append(BatchItem(tokenizer_image_token(pipe.build_prompt(text), pipe.tokenizer), enc.clip_feats,
+                               [16, 5, 11][i]))
+    return items
+
+
+@pytest.mark.parametrize("kind", ["valid", "full", "graph"])
+def test_static_rows_decode_the_batch_as_the_eager_batch(pipe, kind):
+    """The static-cache batch (3 prompts padded to 4 rows, rows kept to the end): the eager batch's ids
+    and [SEG] states. 'graph' traces the step whole (fullgraph) and runs it with the eager backend."""
+    from lisa.model.static_decode import FastDecoding
+
+    model = pipe.model
+    items = _seg_items(pipe)
+    fast = FastDecoding(model, graph=True, backend="eager") if kind == "graph" else FastDecoding(model, window=kind)
+    eager = generate_batch(model, items, eos_token_id=None)
+    static = generate_batch(model, items, eos_token_id=None, fast=fast)
+    assert not fast.broken and list(fast.decoders) and all(key[0] == 4 for key in fast.decoders)
+    for a, b in zip(eager, static):
+        assert b.new_ids == a.new_ids and b.seg_hidden.shape == a.seg_hidden.shape
+        torch.testing.assert_close(b.seg_hidden, a.seg_hidden, rtol=1e-4, atol=1e-5)
+    assert sum(g.seg_hidden.shape[0] for g in static) > 0
+
+
+def test_batched_requests_through_static_rows_answer_as_eager_ones(seg_ckpt):
+    from lisa.inference.pipeline import LisaPipeline
+
+    eager = LisaPipeline.from_pretrained(seg_ckpt, device="cpu", max_new_tokens=12, progress=False)
+    static = LisaPipeline.for_model(eager.model, eager.tokenizer, max_new_tokens=12, decode="static")
+    requests = [GenerationRequest(img, text, max_new_tokens=12) for img, text in zip(_images(3), PROMPTS)]
+    a, b = run_batch(eager, requests), run_batch(static, requests)
+    assert any(isinstance(key, tuple) for key in static.fast.decoders)  # (rows, bucket): the static rows ran
+    for x, y in zip(a, b):
+        assert y.output_ids == x.output_ids and y.text == x.text and len(y.masks) == len(x.masks)

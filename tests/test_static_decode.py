@@ -104,7 +104,8 @@ def test_the_graph_step_traces_whole_and_gives_the_same_ids(tiny_model, feats):
                     reason="inductor's CPU code generation needs a C++ compiler")
 def test_the_graph_step_compiles_with_inductor_and_gives_the_eager_ids(tiny_model, feats):
     """What CUDA runs is the step compiled by inductor with mode="reduce-overhead"; here the same
-    compile generates CPU code (about 20 s), which checks that every operation of the step lowers."""
+    compile generates CPU code (about 20 s a step), which checks that every operation of the single
+    and the batched step lowers."""
     model, tok = tiny_model
     ids = _ids(tok)
     fast = FastDecoding(model, graph=True, backend="inductor")
@@ -113,6 +114,14 @@ def test_the_graph_step_compiles_with_inductor_and_gives_the_eager_ids(tiny_mode
     eager = generate(model, ids, feats, max_new_tokens=12, eos_token_id=None)
     compiled = fast.generate(model, ids, feats, max_new_tokens=12, eos_token_id=None)
     assert compiled.new_ids == eager.new_ids
+    # the batch's step (3 prompts of different lengths in 4 rows)
+    from lisa.model.batch_generation import BatchItem, generate_batch
+
+    items = [BatchItem(_ids(tok, text)[0].tolist(), feats, 8)
+             for text in ("Segment the red circle.", "hi", "What is in this picture, and where?")]
+    batched = generate_batch(model, items, eos_token_id=None, fast=fast)
+    assert not fast.broken and (4, fast.bucket(max(len(i.input_ids) for i in items))) in fast.decoders
+    assert [g.new_ids for g in batched] == [g.new_ids for g in generate_batch(model, items, eos_token_id=None)]
 
 
 def test_pipeline_static_decode_matches_eager_masks_and_follow_ups(tiny_model, rgb_image):

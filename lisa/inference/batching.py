@@ -1,10 +1,11 @@
 """Several requests answered by one batched generation (``lisa serve --max_batch``).
 
 Each request is prepared as it would be alone (prompt, image encoding from the cache, token
-budget), the language model decodes them together (:func:`generate_batch`), then each gets its own
-masks and text. A request that fails to prepare (a prompt too long for the context) gets its error
-and the others go on; when the batched generation itself fails (out of memory with a large batch),
-the requests are retried one at a time, so one failure is reported where it belongs.
+budget), the language model decodes them together (:func:`generate_batch`, through the pipeline's
+static-cache rows when it has them), then each gets its own masks and text. A request that fails to
+prepare (a prompt too long for the context) gets its error and the others go on; when the batched
+generation itself fails (out of memory with a large batch), the requests are retried one at a time,
+so one failure is reported where it belongs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def run_batch(pipe, requests: list[GenerationRequest]) -> list[LisaResult | Exce
         items = [BatchItem(p.ids, p.encoding.clip_feats, p.budget, requests[i].sampling.picker(), p.stream)
                  for i, p in prepared]
         try:
-            generated = generate_batch(pipe.model, items, eos_token_id=pipe.tokenizer.eos_token_id)
+            generated = generate_batch(pipe.model, items, eos_token_id=pipe.tokenizer.eos_token_id, fast=pipe.fast)
         except Exception as e:  # noqa: BLE001 - retried one by one below, where each error finds its request
             log.warning("batched generation of %d requests failed; answering them one at a time", len(items),
                         exc_info=True)

@@ -106,12 +106,12 @@ class StaticDecoder:
     """A KV cache of ``capacity`` positions for one sequence and the one-token step that writes it."""
 
     def __init__(self, model, capacity: int, *, window: str = "full", graph: bool = False,
-                 backend: str = "inductor"):
+                 backend: str = "inductor", rows: int = 1):
         if window not in WINDOWS:
             raise ValueError(f"window must be one of {WINDOWS}, not {window!r}")
         if graph and window != "full":
             raise ValueError("a graph-captured step needs the 'full' attention window")
-        self.model, self.capacity, self.window, self.graph = model, int(capacity), window, graph
+        self.model, self.capacity, self.window, self.graph, self.rows = model, int(capacity), window, graph, rows
         llm_config = model.llm.config.get_text_config(decoder=True)
         embed = model.llm.get_input_embeddings()
         self.cache = StaticCache(config=llm_config, max_cache_len=self.capacity)
@@ -122,13 +122,18 @@ class StaticDecoder:
                 layer.__class__ = _ValidWindowLayer
                 layer.filled = 0
         kv_heads, head_dim = _kv_shape(llm_config)
-        self.cache.early_initialization(batch_size=1, num_heads=kv_heads, head_dim=head_dim,
+        self.cache.early_initialization(batch_size=rows, num_heads=kv_heads, head_dim=head_dim,
                                         dtype=embed.weight.dtype, device=embed.weight.device)
         self.length = 0  # positions written
-        self._step = self._eager_step
+        step = self._eager_step
+        if rows > 1:  # a batch: each row's padding mask and next position (inputs of the step)
+            self.row_mask = torch.zeros((rows, self.capacity), dtype=torch.bool, device=embed.weight.device)
+            self.next_pos = torch.zeros((rows, 1), dtype=torch.long, device=embed.weight.device)
+            step = self._eager_rows_step
+        self._step = step
         if graph:
             mode = "reduce-overhead" if backend == "inductor" else None
-            self._step = torch.compile(self._eager_step, mode=mode, fullgraph=True, backend=backend, **_ISOLATED)
+            self._step = torch.compile(step, mode=mode, fullgraph=True, backend=backend, **_ISOLATED)
 
     # ---- cache state ----------------------------------------------------------------------------
     def reset(self, prefix: PrefixCache | None = None) -> int:
@@ -181,6 +186,47 @@ class StaticDecoder:
         return hidden, logits, int(next_id)
 
 
+    # ---- a batch of rows (rows > 1) ---------------------------------------------------------------
+    def _row_mask(self, n: int) -> torch.Tensor:
+        # the 'full' window's layers attend over the whole bucket, the 'valid' one's over n positions
+        return self.row_mask if self.window == "full" else self.row_mask[:, :n]
+
+    @torch.no_grad()
+    def prefill_rows(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Left-padded prompts ``embeds`` [rows, n, H] (``mask`` [rows, n], False on padding; their
+        ``positions`` [rows, n]) from an empty cache; returns their hidden states [rows, n, H]."""
+        n = embeds.shape[1]
+        if n > self.capacity:
+            raise ValueError(f"{n} positions do not fit a {self.capacity}-position cache")
+        self.reset()
+        self.row_mask.zero_()
+        self.row_mask[:, :n] = mask
+        self.next_pos.copy_(positions[:, -1:] + 1)
+        out = self.model.decoder(inputs_embeds=embeds, attention_mask=self._row_mask(n), position_ids=positions,
+                                 cache=self.cache, use_cache=True)
+        self.length = n
+        return out.last_hidden_state
+
+    def _eager_rows_step(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.model.decoder(inputs_embeds=self.model.llm.get_input_embeddings()(tokens), attention_mask=mask,
+                                  position_ids=positions, cache=self.cache, use_cache=True).last_hidden_state[:, -1]
+
+    @torch.no_grad()
+    def step_rows(self, token_ids: list[int]) -> torch.Tensor:
+        """Decode one token per row; their hidden states [rows, H] (overwritten by the next step
+        under a CUDA graph)."""
+        if self.length >= self.capacity:
+            raise ValueError(f"the {self.capacity}-position cache is full")
+        self.row_mask[:, self.length] = True
+        tokens = torch.tensor(token_ids, device=self.next_pos.device)[:, None]
+        if self.graph:
+            torch.compiler.cudagraph_mark_step_begin()
+        last = self._step(tokens, self._row_mask(self.length + 1), self.next_pos)
+        self.length += 1
+        self.next_pos += 1
+        return last
+
+
 class FastDecoding:
     """The static-cache decode path of one model: a :class:`StaticDecoder` per length bucket (made
     on first use), and :meth:`generate` with the same contract as :func:`generation.generate`."""
@@ -193,8 +239,8 @@ class FastDecoding:
         self.buckets = tuple(b for b in sorted(buckets) if not max_pos or b <= max_pos)
         if max_pos and (not self.buckets or self.buckets[-1] < max_pos):
             self.buckets += (max_pos,)
-        self.decoders: dict[int, StaticDecoder] = {}
-        self.warmup_s: dict[int, float] = {}
+        self.decoders: dict = {}  # bucket size (one sequence) or (rows, bucket size) -> StaticDecoder
+        self.warmup_s: dict = {}  # the same keys -> seconds
         self.broken: str | None = None  # why compiling failed (then every query decodes eagerly)
 
     @classmethod
@@ -211,14 +257,17 @@ class FastDecoding:
     def bucket(self, positions: int) -> int | None:
         return next((b for b in self.buckets if b >= positions), None)
 
-    def decoder(self, positions: int) -> StaticDecoder | None:
-        """The bucket holding ``positions``, made (and on a graph path compiled and recorded, before any
-        token of the query is produced) on first use; None when there is none or compiling failed."""
+    def decoder(self, positions: int, rows: int = 1) -> StaticDecoder | None:
+        """The bucket holding ``positions`` (for ``rows`` sequences), made (and on a graph path compiled
+        and recorded, before any token of the query is produced) on first use; None when there is
+        none or compiling failed."""
         size = self.bucket(positions)
         if size is None or self.broken:
             return None
-        if size not in self.decoders:
-            dec = StaticDecoder(self.model, size, window=self.window, graph=self.graph, backend=self.backend)
+        key = size if rows == 1 else (rows, size)
+        if key not in self.decoders:
+            dec = StaticDecoder(self.model, size, window=self.window, graph=self.graph, backend=self.backend,
+                                rows=rows)
             if self.graph:
                 t0 = time.perf_counter()
                 try:
@@ -228,25 +277,41 @@ class FastDecoding:
                     log.warning("the %d-position decode graph failed to compile (%s); decoding eagerly from now "
                                 "on (--no_compile skips compiling)", size, self.broken)
                     return None
-                self.warmup_s[size] = time.perf_counter() - t0
-                log.info("decode warm-up: the %d-position static cache and its step graph took %.1f s", size,
-                         self.warmup_s[size])
-            self.decoders[size] = dec
-        return self.decoders[size]
+                self.warmup_s[key] = time.perf_counter() - t0
+                log.info("decode warm-up: the %d-position static cache%s and its step graph took %.1f s", size,
+                         f" of {rows} rows" if rows > 1 else "", self.warmup_s[key])
+            self.decoders[key] = dec
+        return self.decoders[key]
 
     @torch.no_grad()
     def _run_steps(self, dec: StaticDecoder, steps: int = 3) -> None:
         """A short prefill and a few steps through ``dec`` (on CUDA: compiles and records the graph),
         leaving it empty."""
-        dec.reset()
         embed = self.model.llm.get_input_embeddings()
-        hidden = dec.prefill(embed(torch.ones((1, 4), dtype=torch.long, device=embed.weight.device)))
-        token = int(self.model.lm_head(hidden[:, -1]).argmax(-1))
-        for _ in range(steps):
-            _, _, token = dec.step(token)
+        device = embed.weight.device
+        if dec.rows > 1:
+            n = 4
+            positions = torch.arange(n, device=device).expand(dec.rows, n)
+            dec.prefill_rows(embed(torch.ones((dec.rows, n), dtype=torch.long, device=device)),
+                             torch.ones((dec.rows, n), dtype=torch.bool, device=device), positions)
+            for _ in range(steps):
+                dec.step_rows([1] * dec.rows)
+        else:
+            dec.reset()
+            hidden = dec.prefill(embed(torch.ones((1, 4), dtype=torch.long, device=device)))
+            token = int(self.model.lm_head(hidden[:, -1]).argmax(-1))
+            for _ in range(steps):
+                _, _, token = dec.step(token)
         dec.reset()
-        if embed.weight.device.type == "cuda":
-            torch.cuda.synchronize(embed.weight.device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def batch_rows(self, prompts, items):
+        """The static-cache rows that decode a padded batch (see :mod:`.static_batch`), or None when
+        it is too large for them (the caller then decodes eagerly)."""
+        from .static_batch import static_rows
+
+        return static_rows(self, prompts, items)
 
     @torch.no_grad()
     def warm_up(self, positions: int = 1024) -> float:
