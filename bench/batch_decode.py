@@ -1,5 +1,6 @@
-"""Batched decoding (the server's path): time per step and CPU time with the one-token step through the
-decoder layers directly (the default) against the decoder's forward, on the same batch.
+"""Batched decoding (the server's path): time per step and CPU time of its eager step through the decoder
+layers directly (the default off CUDA), the decoder's forward, and the static-cache rows (the default
+on CUDA, with its step a CUDA graph; on a CPU without a graph), on the same batch.
 
     python bench/batch_decode.py --preset medium --batch 4 --threads 2
 
@@ -22,6 +23,7 @@ from inference import PRESETS, build  # bench/ is on sys.path when run as a scri
 from lisa.constants import IMAGE_TOKEN_INDEX
 from lisa.model.batch_generation import BatchItem, generate_batch
 from lisa.model.generation import use_decoding_layout
+from lisa.model.static_decode import FastDecoding
 
 
 def main() -> None:
@@ -45,19 +47,28 @@ def main() -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"preset={args.preset} batch={args.batch} tokens={args.tokens} threads={torch.get_num_threads()} "
           f"load average={load}")
+    cuda = torch.device(args.device).type == "cuda"
+    fast = FastDecoding.for_model(model) if cuda else FastDecoding(model)
+    t0 = time.perf_counter()
     generate_batch(model, items, eos_token_id=None)  # warm-up
-    rows = {"layer step": [], "decoder forward": []}
+    generate_batch(model, items, eos_token_id=None, fast=fast)  # makes (on CUDA: records) the rows
+    print(f"warm-up {time.perf_counter() - t0:.1f} s")
+    static_name = "static rows" + (" + graph" if cuda else "")
+    rows = {"layer step": [], "decoder forward": [], static_name: []}
     for _ in range(args.runs):
         for name in rows:
             c = time.process_time()
-            out = generate_batch(model, items, eos_token_id=None, use_layer_step=name == "layer step")
+            out = generate_batch(model, items, eos_token_id=None, use_layer_step=name != "decoder forward",
+                                 fast=fast if name == static_name else None)
+            if cuda:
+                torch.cuda.synchronize()
             rows[name].append((statistics.median(out[0].token_times[1:]), time.process_time() - c))
     print(f"{'':<18}{'ms per step':>12}{'CPU s per batch':>17}")
     for name, v in rows.items():
         step, cpu = statistics.median(s for s, _ in v), statistics.median(c for _, c in v)
         print(f"{name:<18}{step * 1000:>12.2f}{cpu:>17.2f}")
-    a, b = (statistics.median(s for s, _ in rows[k]) for k in ("decoder forward", "layer step"))
-    print(f"per-step speed-up of the layer step: {a / b:.2f}x")
+    a, b, c = (statistics.median(s for s, _ in rows[k]) for k in ("decoder forward", "layer step", static_name))
+    print(f"per-step speed-up over the decoder's forward: layer step {a / b:.2f}x, {static_name} {a / c:.2f}x")
 
 
 if __name__ == "__main__":
