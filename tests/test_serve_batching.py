@@ -173,3 +173,12 @@ def test_batched_requests_through_static_rows_answer_as_eager_ones(seg_ckpt):
     assert any(isinstance(key, tuple) for key in static.fast.decoders)  # (rows, bucket): the static rows ran
     for x, y in zip(a, b):
         assert y.output_ids == x.output_ids and y.text == x.text and len(y.masks) == len(x.masks)
+
+
+def test_static_rows_cache_size_is_counted_from_the_config(pipe):
+    from lisa.model.static_batch import cache_bytes
+
+    cfg = pipe.model.llm.config
+    kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    per_position = cfg.num_hidden_layers * 2 * kv * (cfg.hidden_size // cfg.num_attention_heads) * 4  # fp32
+    assert cache_bytes(pipe.model, 8, 1024) == 8 * 1024 * per_position

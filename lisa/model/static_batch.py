@@ -5,7 +5,8 @@ A batch is padded up to the next of :data:`ROW_COUNTS` rows (repeating its last 
 graphs serve every batch size; the rows keep their shapes to the end, and a row whose answer ended
 goes on decoding its last token, unread. Each (rows, bucket) pair holds its own cache, made on first
 use: rows x positions x layers x 2 x the key/value width, e.g. 4.3 GB for 8 rows of 1,024 positions
-of a 7B model in bf16.
+of a 7B model in bf16. On a GPU a new one is made only while it takes at most a quarter of the free
+memory; a batch that would need more decodes eagerly.
 """
 
 from __future__ import annotations
@@ -13,6 +14,19 @@ from __future__ import annotations
 import torch
 
 ROW_COUNTS = (2, 4, 8, 16, 32, 64)
+# a new (rows, bucket) cache may take at most this share of the GPU memory free when it is made;
+# a larger batch decodes eagerly instead (its cache grows with the answers and shrinks as rows end)
+MAX_FREE_SHARE = 0.25
+
+
+def cache_bytes(model, rows: int, positions: int) -> int:
+    """Bytes of the keys and values of ``rows`` x ``positions`` in every layer."""
+    from .static_decode import _kv_shape
+
+    config = model.llm.config.get_text_config(decoder=True)
+    kv_heads, head_dim = _kv_shape(config)
+    itemsize = model.llm.get_input_embeddings().weight.element_size()
+    return rows * positions * config.num_hidden_layers * 2 * kv_heads * head_dim * itemsize
 
 
 class StaticRows:
@@ -40,7 +54,16 @@ def static_rows(fast, prompts, items) -> StaticRows | None:
     rows = next((r for r in ROW_COUNTS if r >= n), None)
     if rows is None:
         return None
-    dec = fast.decoder(length + max(item.max_new_tokens for item in items), rows=rows)
+    positions = length + max(item.max_new_tokens for item in items)
+    device = prompts.embeds.device
+    size = fast.bucket(positions)
+    if size is None:
+        return None
+    if device.type == "cuda" and (rows, size) not in fast.decoders:
+        free, _ = torch.cuda.mem_get_info(device)
+        if cache_bytes(fast.model, rows, size) > MAX_FREE_SHARE * free:
+            return None
+    dec = fast.decoder(positions, rows=rows)
     if dec is None:
         return None
     extra = rows - n
