@@ -182,3 +182,17 @@ def test_static_rows_cache_size_is_counted_from_the_config(pipe):
     kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     per_position = cfg.num_hidden_layers * 2 * kv * (cfg.hidden_size // cfg.num_attention_heads) * 4  # fp32
     assert cache_bytes(pipe.model, 8, 1024) == 8 * 1024 * per_position
+
+
+def test_a_worker_makes_its_batch_rows_before_the_first_request(pipe):
+    """A serving worker makes the static rows its batches will use at start (on CUDA that compiles
+    and records their graphs), for 2 to max_batch requests; without a static path there is nothing
+    to make."""
+    from lisa.inference.pipeline import LisaPipeline
+    from lisa.model.static_batch import row_counts
+
+    assert (row_counts(1), row_counts(4), row_counts(5)) == ([], [2, 4], [2, 4, 8])
+    static = LisaPipeline.for_model(pipe.model, pipe.tokenizer, max_new_tokens=16, decode="static")
+    ModelWorker(static, max_batch=4)
+    assert sorted(k[0] for k in static.fast.decoders if isinstance(k, tuple)) == [2, 4]
+    assert pipe.fast is None and ModelWorker(pipe, max_batch=4).pipe.fast is None

@@ -47,6 +47,25 @@ class StaticRows:
         return last[torch.tensor(active, device=last.device)]
 
 
+def rows_decoder(fast, rows: int, positions: int):
+    """``fast``'s decoder of ``rows`` rows for ``positions``; None when no bucket holds them, compiling
+    failed, or (on a GPU) a new cache would take more than :data:`MAX_FREE_SHARE` of the free memory."""
+    size = fast.bucket(positions)
+    if size is None:
+        return None
+    device = fast.model.llm.get_input_embeddings().weight.device
+    if device.type == "cuda" and (rows, size) not in fast.decoders:
+        free, _ = torch.cuda.mem_get_info(device)
+        if cache_bytes(fast.model, rows, size) > MAX_FREE_SHARE * free:
+            return None
+    return fast.decoder(positions, rows=rows)
+
+
+def row_counts(max_batch: int) -> list[int]:
+    """The row counts that batches of 2 to ``max_batch`` prompts are padded to."""
+    return sorted({next(r for r in ROW_COUNTS if r >= n) for n in range(2, min(max_batch, ROW_COUNTS[-1]) + 1)})
+
+
 def static_rows(fast, prompts, items) -> StaticRows | None:
     """``prompts`` (a :class:`~lisa.model.batch_generation.PaddedPrompts`) padded to a row count and
     placed in ``fast``'s decoder for them; None when no row count or bucket holds the batch."""
@@ -54,16 +73,7 @@ def static_rows(fast, prompts, items) -> StaticRows | None:
     rows = next((r for r in ROW_COUNTS if r >= n), None)
     if rows is None:
         return None
-    positions = length + max(item.max_new_tokens for item in items)
-    device = prompts.embeds.device
-    size = fast.bucket(positions)
-    if size is None:
-        return None
-    if device.type == "cuda" and (rows, size) not in fast.decoders:
-        free, _ = torch.cuda.mem_get_info(device)
-        if cache_bytes(fast.model, rows, size) > MAX_FREE_SHARE * free:
-            return None
-    dec = fast.decoder(positions, rows=rows)
+    dec = rows_decoder(fast, rows, length + max(item.max_new_tokens for item in items))
     if dec is None:
         return None
     extra = rows - n
