@@ -8,14 +8,13 @@ the language model. Only those two groups are read (safetensors lazily; ``.bin``
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ...checkpoint.errors import CheckpointError
-from .sources import SourceError, local_folder
+from .sources import SourceError, local_folder, read_json_object
 
 BLIP2_DEFAULT = "Salesforce/blip2-opt-2.7b"
 QFORMER_PREFIX = "qformer."
@@ -43,15 +42,12 @@ def load_blip2_qformer(source: str) -> Blip2QFormerWeights:
 
     folder = resolve_blip2(source)
     cfg_path = folder / "config.json"
-    try:
-        data = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SourceError(f"{folder}: not a BLIP-2 folder (no config.json)") from None
-    except json.JSONDecodeError as e:
-        raise SourceError(f"{cfg_path}: malformed JSON ({e})") from e
-    qcfg = data.get("qformer_config") if isinstance(data, dict) else None
+    if not cfg_path.is_file():
+        raise SourceError(f"{folder}: not a BLIP-2 folder (no config.json)")
+    data = read_json_object(cfg_path)
+    qcfg = data.get("qformer_config")
     if not isinstance(qcfg, dict):
-        kind = data.get("model_type") if isinstance(data, dict) else None
+        kind = data.get("model_type")
         raise SourceError(f"{cfg_path}: not a BLIP-2 folder (no qformer_config; model_type {kind!r})")
     try:
         tensors, _ = read_folder(folder, progress=False, lazy=True)

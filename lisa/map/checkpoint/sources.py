@@ -44,7 +44,8 @@ def local_folder(ref: str, what: str, hint: str = "") -> Path:
                       f"{' or put ' + ref + ' into the Hugging Face cache' if looks_like_repo else ''}){hint}")
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """A JSON file holding an object, or a SourceError naming the file."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -60,7 +61,7 @@ def is_llava_folder(folder: Path) -> bool:
     cfg = folder / "config.json"
     if not cfg.is_file():
         return False
-    data = _read_json(cfg)
+    data = read_json_object(cfg)
     return data.get("model_type") in ("llava", "llava_llama", "LISA") or "mm_vision_tower" in data
 
 
@@ -83,7 +84,7 @@ def _llava_llm(folder: Path, dtype: torch.dtype | None) -> torch.nn.Module:
     from ...model.config import LisaConfig
 
     try:
-        cfg = LisaConfig.from_lisa_json(_read_json(folder / "config.json"), str(folder / "config.json"))
+        cfg = LisaConfig.from_lisa_json(read_json_object(folder / "config.json"), str(folder / "config.json"))
         tensors, _ = read_folder(folder, progress=False, lazy=True)
     except (CheckpointError, ValueError) as e:
         raise SourceError(f"{folder}: cannot read the LLaVA / LISA checkpoint ({e})") from e
