@@ -182,7 +182,7 @@ class LisaPipeline:
                         self.model.encode_sam(torch.zeros((1, 3, cfg.sam_image_size, cfg.sam_image_size),
                                                           device=dev))
             if self.fast is not None:
-                self.fast.warm_up(self.model.config.num_image_tokens + 64 + self.max_new_tokens)
+                self.fast.warm_up(self.warm_positions)
                 if self.fast.broken:  # it said why; nothing of it is used
                     self.fast = None
         except Exception as e:  # noqa: BLE001 - whatever the compiler raises, eager decoding still works
@@ -195,6 +195,12 @@ class LisaPipeline:
         log.info("warm-up (compiled encoders, decode graph) took %.1f s", seconds)
         return seconds
 
+    @property
+    def warm_positions(self) -> int:
+        """The positions the load-time warm-up makes a cache for: the image, a typical prompt's text
+        (64 tokens; a longer one moves to the next bucket) and a full answer."""
+        return self.model.config.num_image_tokens + 64 + self.max_new_tokens
+
     def warm_up_batches(self, max_batch: int) -> float:
         """Make (on CUDA: compile and record) the static-cache rows that batches of up to ``max_batch``
         requests use, for the warmed-up bucket, now rather than in the first batch; returns the
@@ -204,10 +210,11 @@ class LisaPipeline:
         from ..model.static_batch import row_counts, rows_decoder
 
         t0 = time.perf_counter()
-        for rows in row_counts(max_batch):
-            rows_decoder(self.fast, rows, self.model.config.num_image_tokens + 64 + self.max_new_tokens)
+        counts = row_counts(max_batch)
+        for rows in counts:
+            rows_decoder(self.fast, rows, self.warm_positions)
         seconds = time.perf_counter() - t0
-        log.info("batch warm-up (rows %s) took %.1f s", row_counts(max_batch), seconds)
+        log.info("batch warm-up (rows %s) took %.1f s", counts, seconds)
         return seconds
 
     @property

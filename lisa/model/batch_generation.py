@@ -23,6 +23,7 @@ from ..constants import IMAGE_TOKEN_INDEX
 from .generation import Generated, run_decoder
 from .layer_step import layer_loop_step
 from .splice import seg_hidden_positions, splice_image_features
+from .static_batch import static_rows
 
 
 @dataclass
@@ -129,7 +130,7 @@ def generate_batch(model, items: list[BatchItem], eos_token_id: int | None = 2,
     seg_id = model.seg_token_id
     t0 = time.perf_counter()
     prompts = pad_prompts(model, items)
-    rows = fast.batch_rows(prompts, items) if fast is not None else None
+    rows = static_rows(fast, prompts, items) if fast is not None else None
     if rows is None:
         rows = EagerRows(model, prompts, items, use_layer_step)
     hidden = rows.prefill()

@@ -185,7 +185,6 @@ class StaticDecoder:
         self.length += 1
         return hidden, logits, int(next_id)
 
-
     # ---- a batch of rows (rows > 1) ---------------------------------------------------------------
     def _row_mask(self, n: int) -> torch.Tensor:
         # the 'full' window's layers attend over the whole bucket, the 'valid' one's over n positions
@@ -305,13 +304,6 @@ class FastDecoding:
         dec.reset()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-
-    def batch_rows(self, prompts, items):
-        """The static-cache rows that decode a padded batch (see :mod:`.static_batch`), or None when
-        it is too large for them (the caller then decodes eagerly)."""
-        from .static_batch import static_rows
-
-        return static_rows(self, prompts, items)
 
     @torch.no_grad()
     def warm_up(self, positions: int = 1024) -> float:

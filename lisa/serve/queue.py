@@ -76,8 +76,9 @@ class ModelWorker:
                              f"{max_batch}, {batch_wait_ms})")
         self.pipe = pipe
         self.max_queue, self.max_batch = max_queue, max_batch
+        # the batch graphs before the first request, not in it (a pipeline-like callable has none)
         if decode_together and hasattr(pipe, "warm_up_batches"):
-            pipe.warm_up_batches(max_batch)  # the batch graphs before the first request, not in it
+            pipe.warm_up_batches(max_batch)
         self.batch_wait = batch_wait_ms / 1000.0
         self.decode_together = decode_together
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
