@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from .static_decode import kv_shape
+
 ROW_COUNTS = (2, 4, 8, 16, 32, 64)
 # a new (rows, bucket) cache may take at most this share of the GPU memory free when it is made;
 # a larger batch decodes eagerly instead (its cache grows with the answers and shrinks as rows end)
@@ -21,10 +23,8 @@ MAX_FREE_SHARE = 0.25
 
 def cache_bytes(model, rows: int, positions: int) -> int:
     """Bytes of the keys and values of ``rows`` x ``positions`` in every layer."""
-    from .static_decode import _kv_shape
-
     config = model.llm.config.get_text_config(decoder=True)
-    kv_heads, head_dim = _kv_shape(config)
+    kv_heads, head_dim = kv_shape(config)
     itemsize = model.llm.get_input_embeddings().weight.element_size()
     return rows * positions * config.num_hidden_layers * 2 * kv_heads * head_dim * itemsize
 

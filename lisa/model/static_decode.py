@@ -95,7 +95,8 @@ def _plain_layers(model) -> bool:
     return all(t == "full_attention" for t in layer_types)
 
 
-def _kv_shape(config) -> tuple[int, int]:
+def kv_shape(config) -> tuple[int, int]:
+    """Key/value heads and head width of a decoder config (grouped-query attention included)."""
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -121,7 +122,7 @@ class StaticDecoder:
             for layer in self.cache.layers:
                 layer.__class__ = _ValidWindowLayer
                 layer.filled = 0
-        kv_heads, head_dim = _kv_shape(llm_config)
+        kv_heads, head_dim = kv_shape(llm_config)
         self.cache.early_initialization(batch_size=rows, num_heads=kv_heads, head_dim=head_dim,
                                         dtype=embed.weight.dtype, device=embed.weight.device)
         self.length = 0  # positions written
